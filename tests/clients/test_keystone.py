@@ -1,0 +1,192 @@
+"""vbs in keystone mode against a real Keystone (scripts/keystone.sh, from PyPI).
+
+Keystone is seeded with projects alpha (user alice) and beta (user bob), both members,
+the bootstrap admin, and a `vbs` service user whose credentials go into vbs's config.
+vbs validates each user token with Keystone; the tests use real fernet tokens.
+"""
+import json
+import socket
+import subprocess
+import uuid
+
+import openstack
+import pytest
+import requests
+
+from conftest import REPO, Dataset, client_env, import_backups, ok, parse_tables, run, BIN_DIR, start_vbs
+
+KEYSTONE_SH = REPO / "scripts" / "keystone.sh"
+UNAUTHORIZED = {"error": {"code": 401, "title": "Unauthorized",
+                          "message": "The request you have made requires authentication."}}
+MALFORMED_URL = {"badRequest": {"code": 400, "message": "Malformed request url"}}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keystone_sh(*args, env=None):
+    done = subprocess.run(["bash", str(KEYSTONE_SH), *args], capture_output=True, text=True,
+                          env=client_env(**(env or {})), timeout=900)
+    assert done.returncode == 0, f"keystone.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def keystone(tmp_path_factory):
+    """A running Keystone; its seed.json (auth_url, principals with ids and passwords)."""
+    state = tmp_path_factory.mktemp("keystone")
+    try:
+        keystone_sh("start", str(state), env={"KEYSTONE_PORT": str(free_port())})
+        seed = json.loads((state / "seed.json").read_text())
+        seed["state_dir"] = str(state)
+        yield seed
+    finally:
+        keystone_sh("stop", str(state))
+
+
+@pytest.fixture(scope="module")
+def deployment(keystone, tmp_path_factory):
+    """vbs in keystone mode with alpha's and beta's backups; the catalog points at it."""
+    data = Dataset(seed=4242)
+    alice, bob = keystone["projects"]
+    data.alpha = data.add_project("alpha", 25, 2, lambda i: f"alpha-{i:03d}", alice["project_id"], alice["user_id"])
+    data.beta = data.add_project("beta", 18, 0, lambda i: f"beta-{i:03d}", bob["project_id"], bob["user_id"])
+    work = tmp_path_factory.mktemp("vbs-keystone")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    import_backups(data_dir, None, data.rows(), work)
+    svc = keystone["service"]
+    config = work / "vbs.toml"
+    config.write_text(
+        "[keystone]\n"
+        f'auth_url = "{keystone["auth_url"]}"\n'
+        f'username = "{svc["user"]}"\n'
+        f'password = "{svc["password"]}"\n'
+        f'project_name = "{svc["project"]}"\n'
+        'user_domain_name = "Default"\n'
+        'project_domain_name = "Default"\n')
+    server = start_vbs(data_dir, work / "vbs.log", auth="keystone", config=config)
+    try:
+        keystone_sh("endpoint", keystone["state_dir"], server.url)
+        yield server, data
+    finally:
+        server.stop()
+
+
+def issue_token(keystone, principal):
+    body = {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": principal["user"], "domain": {"id": "default"}, "password": principal["password"]}}},
+        "scope": {"project": {"id": principal["project_id"]}}}}
+    resp = requests.post(f"{keystone['auth_url']}/auth/tokens", json=body, timeout=60)
+    assert resp.status_code == 201, resp.text
+    return resp.headers["X-Subject-Token"]
+
+
+def list_backups(server, project_id, token, query=""):
+    headers = {"OpenStack-API-Version": "volume 3.64"}
+    if token is not None:
+        headers["X-Auth-Token"] = token
+    return requests.get(f"{server.url}/v3/{project_id}/backups/detail{query}", headers=headers, timeout=60)
+
+
+def listed_ids(resp):
+    assert resp.status_code == 200, resp.text
+    return [b["id"] for b in resp.json()["backups"]]
+
+
+def password_env(keystone, principal):
+    return client_env(OS_AUTH_URL=keystone["auth_url"], OS_IDENTITY_API_VERSION="3",
+                      OS_USERNAME=principal["user"], OS_PASSWORD=principal["password"],
+                      OS_PROJECT_NAME=principal["project"], OS_USER_DOMAIN_NAME="Default",
+                      OS_PROJECT_DOMAIN_NAME="Default")
+
+
+def test_each_token_sees_only_its_own_project(keystone, deployment):
+    server, data = deployment
+    alice, bob = keystone["projects"]
+    for principal, project in ((alice, data.alpha), (bob, data.beta)):
+        token = issue_token(keystone, principal)
+        assert listed_ids(list_backups(server, project.id, token)) == project.ids
+        # all_tenants is silently ignored for a member
+        assert listed_ids(list_backups(server, project.id, token, "?all_tenants=1")) == project.ids
+        resp = requests.get(f"{server.url}/v3/{project.id}/backups/{project.ids[0]}",
+                            headers={"X-Auth-Token": token}, timeout=60)
+        assert resp.status_code == 200 and resp.json()["backup"]["id"] == project.ids[0], resp.text
+    # alice cannot see bob's backup, even by id (404, as if it did not exist)
+    token = issue_token(keystone, alice)
+    resp = requests.get(f"{server.url}/v3/{data.alpha.id}/backups/{data.beta.ids[0]}",
+                        headers={"X-Auth-Token": token}, timeout=60)
+    assert resp.status_code == 404, resp.text
+    assert resp.json()["itemNotFound"]["code"] == 404
+
+
+def test_admin_with_all_tenants_sees_both_projects(keystone, deployment):
+    server, data = deployment
+    admin = keystone["admin"]
+    token = issue_token(keystone, admin)
+    assert listed_ids(list_backups(server, admin["project_id"], token)) == []
+    resp = list_backups(server, admin["project_id"], token, "?all_tenants=1")
+    assert listed_ids(resp) == [r["id"] for r in data.all_visible()]
+    owners = {b["id"]: b["os-backup-project-attr:project_id"] for b in resp.json()["backups"]}
+    assert {owners[i] for i in data.alpha.ids} == {data.alpha.id}
+    assert {owners[i] for i in data.beta.ids} == {data.beta.id}
+
+
+@pytest.mark.parametrize("token", [None, "", "not-a-token", "gAAAAABm" + "A" * 180])
+def test_missing_or_bad_token_is_401(keystone, deployment, token):
+    server, data = deployment
+    resp = list_backups(server, data.alpha.id, token)
+    assert resp.status_code == 401, resp.text
+    assert resp.json() == UNAUTHORIZED
+    assert resp.headers.get("WWW-Authenticate", "").startswith("Keystone uri="), resp.headers
+
+
+def test_revoked_token_is_401(keystone, deployment):
+    server, data = deployment
+    alice = keystone["projects"][0]
+    token = issue_token(keystone, alice)
+    resp = requests.delete(f"{keystone['auth_url']}/auth/tokens",
+                           headers={"X-Auth-Token": token, "X-Subject-Token": token}, timeout=60)
+    assert resp.status_code == 204, resp.text
+    resp = list_backups(server, data.alpha.id, token)
+    assert resp.status_code == 401, resp.text
+    assert resp.json() == UNAUTHORIZED
+
+
+def test_token_for_another_project_is_malformed_url(keystone, deployment):
+    server, data = deployment
+    alice = keystone["projects"][0]
+    token = issue_token(keystone, alice)
+    for project_id in (data.beta.id, keystone["admin"]["project_id"], uuid.uuid4().hex):
+        resp = list_backups(server, project_id, token)
+        assert resp.status_code == 400, resp.text
+        assert resp.json() == MALFORMED_URL
+
+
+def test_openstack_cli_through_the_keystone_catalog(keystone, deployment):
+    _, data = deployment
+    for principal, project in zip(keystone["projects"], (data.alpha, data.beta)):
+        cmd = [str(BIN_DIR / "openstack"), "volume", "backup", "list", "-f", "json"]
+        rows = json.loads(ok(run(cmd, password_env(keystone, principal))))
+        assert [r["ID"] for r in rows] == project.ids
+
+
+def test_cinder_and_sdk_through_the_keystone_catalog(keystone, deployment):
+    _, data = deployment
+    alice = keystone["projects"][0]
+    cmd = [str(BIN_DIR / "cinder"), "--os-volume-api-version", "3.45", "backup-list", "--with-count"]
+    out = ok(run(cmd, password_env(keystone, alice)))
+    (rows,), others = parse_tables(out)
+    assert sorted(r["ID"] for r in rows) == sorted(data.alpha.ids)
+    assert f"Backup in total: {len(data.alpha.ids)}" in others
+
+    conn = openstack.connect(auth_url=keystone["auth_url"], username=alice["user"], password=alice["password"],
+                             project_name=alice["project"], user_domain_name="Default",
+                             project_domain_name="Default", load_yaml_config=False, load_envvars=False)
+    try:
+        assert [b.id for b in conn.block_storage.backups(limit=10)] == data.alpha.ids
+    finally:
+        conn.close()
