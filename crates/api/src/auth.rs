@@ -1,0 +1,112 @@
+//! Authentication: every request but version discovery carries `X-Auth-Token`, which
+//! becomes a [`Context`] (user, project, roles) in the request's extensions.
+//!
+//! * `noauth` (development and tests): the token is `USER:PROJECT` (a token without a
+//!   colon names a user whose project has the same id, as Cinder's noauth does). The
+//!   user is a member and reader of the project; the user `admin` is also admin. Unlike
+//!   Cinder's noauth, which makes everyone admin, this exercises the real member paths.
+//! * `keystone`: the token is validated against Keystone v3 (see [`crate::keystone`]).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use vbs_service::{Context, Role};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::keystone::Keystone;
+
+/// How tokens are checked.
+#[derive(Debug)]
+pub enum Authenticator {
+    NoAuth,
+    Keystone(Arc<Keystone>),
+}
+
+impl Authenticator {
+    async fn authenticate(&self, token: &str) -> Result<Context, ApiError> {
+        match self {
+            Authenticator::NoAuth => noauth_context(token).ok_or(ApiError::Unauthorized {
+                www_authenticate: None,
+            }),
+            Authenticator::Keystone(k) => k.validate(token).await,
+        }
+    }
+}
+
+fn noauth_context(token: &str) -> Option<Context> {
+    let (user, project) = token.split_once(':').unwrap_or((token, token));
+    if user.is_empty() || project.is_empty() {
+        return None;
+    }
+    let mut roles = vec![Role::Member, Role::Reader];
+    if user == "admin" {
+        roles.insert(0, Role::Admin);
+    }
+    Some(Context {
+        user_id: user.to_owned(),
+        project_id: project.to_owned(),
+        roles,
+    })
+}
+
+/// Paths served without a token (clients discover versions before authenticating).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/v3" | "/v3/" | "/v2" | "/v2/" | "/healthcheck")
+}
+
+/// Middleware: authenticates the request or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Some(token) = token else {
+        return state.auth.unauthorized().into_response();
+    };
+    match state.auth.authenticate(&token).await {
+        Ok(ctx) => {
+            req.extensions_mut().insert(ctx);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+impl Authenticator {
+    fn unauthorized(&self) -> ApiError {
+        match self {
+            Authenticator::NoAuth => ApiError::Unauthorized {
+                www_authenticate: None,
+            },
+            Authenticator::Keystone(k) => k.unauthorized(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noauth_tokens() {
+        let c = noauth_context("alice:abc123").unwrap();
+        assert_eq!(
+            (c.user_id.as_str(), c.project_id.as_str()),
+            ("alice", "abc123")
+        );
+        assert!(!c.is_admin() && c.can_write());
+        assert!(noauth_context("admin:abc").unwrap().is_admin());
+        assert_eq!(noauth_context("bob").unwrap().project_id, "bob");
+        assert!(noauth_context(":abc").is_none());
+        assert!(noauth_context("bob:").is_none());
+    }
+}

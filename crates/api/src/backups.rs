@@ -1,0 +1,261 @@
+//! `/v3/{project_id}/backups…`, the project-less `/v3/backups…`, and the deprecated
+//! `/v2/{project_id}/backups…` read routes.
+
+use axum::response::Response;
+use serde::Serialize;
+use vbs_catalog::{BackupRecord, BackupSummary, ts};
+use vbs_service::{ListRequest, Microversion};
+
+use crate::call::Call;
+use crate::error::ApiError;
+use crate::links::{Base, Link};
+use crate::{AppState, json_response};
+use axum::extract::State;
+
+/// `GET …/backups`: the founding endpoint.
+pub async fn list_backups(State(state): State<AppState>, call: Call) -> Result<Response, ApiError> {
+    let req = list_request(&call);
+    let list = state
+        .backups
+        .list_summaries(&call.ctx, req.as_request(&call))
+        .await?;
+    let items: Vec<SummaryView> = list
+        .page
+        .items
+        .iter()
+        .map(|b| SummaryView::new(&call.base, b))
+        .collect();
+    let last = list.page.items.last().map(|b| b.id.as_str());
+    let links = next_links(
+        &call,
+        "backups",
+        last,
+        items.len(),
+        list.link_limit,
+        list.page.count,
+    );
+    Ok(json_response(&ListView {
+        backups: items,
+        backups_links: links,
+        count: list.page.count,
+    }))
+}
+
+/// `GET …/backups/detail`.
+pub async fn list_backups_detail(
+    State(state): State<AppState>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    let req = list_request(&call);
+    let list = state
+        .backups
+        .list_records(&call.ctx, req.as_request(&call))
+        .await?;
+    let items: Vec<DetailView> = list
+        .page
+        .items
+        .iter()
+        .map(|b| DetailView::new(&call, b))
+        .collect();
+    let last = list.page.items.last().map(|b| b.id.as_str());
+    let links = next_links(
+        &call,
+        "backups/detail",
+        last,
+        items.len(),
+        list.link_limit,
+        list.page.count,
+    );
+    Ok(json_response(&ListView {
+        backups: items,
+        backups_links: links,
+        count: list.page.count,
+    }))
+}
+
+/// `GET …/backups/{backup_id}`.
+pub async fn show_backup(State(state): State<AppState>, call: Call) -> Result<Response, ApiError> {
+    let record = state
+        .backups
+        .get(&call.ctx, call.path_param("backup_id"))
+        .await?;
+    Ok(json_response(&ShowView {
+        backup: DetailView::new(&call, &record),
+    }))
+}
+
+/// The query pairs handed to the service. On `/v2`, `name` is accepted as a sort key (an
+/// alias of `display_name`), as the VBS document promises.
+struct ListParams(Option<Vec<(String, String)>>);
+
+impl ListParams {
+    fn as_request<'a>(&'a self, call: &'a Call) -> ListRequest<'a> {
+        ListRequest {
+            params: self.0.as_deref().unwrap_or(&call.params),
+            version: call.version.version,
+        }
+    }
+}
+
+fn list_request(call: &Call) -> ListParams {
+    if !call.version.legacy_v2 {
+        return ListParams(None);
+    }
+    let rewrite_keys = |v: &str| {
+        v.split(',')
+            .map(|item| {
+                let (key, rest) = item
+                    .split_once(':')
+                    .map_or((item, None), |(k, d)| (k, Some(d)));
+                let key = if key.trim() == "name" {
+                    "display_name"
+                } else {
+                    key
+                };
+                rest.map_or_else(|| key.to_owned(), |d| format!("{key}:{d}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    ListParams(Some(
+        call.params
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "sort" | "sort_key" => (k.clone(), rewrite_keys(v)),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect(),
+    ))
+}
+
+/// Cinder's rule: a `next` link when the page is not empty and the effective limit is at
+/// most the reference size (the total count with `with_count`, else the page length).
+fn next_links(
+    call: &Call,
+    path: &str,
+    last_id: Option<&str>,
+    page_len: usize,
+    link_limit: u64,
+    count: Option<u64>,
+) -> Option<Vec<Link>> {
+    let last_id = last_id?;
+    let reference = match count {
+        Some(c) if c > 0 => c,
+        _ => page_len as u64,
+    };
+    (link_limit <= reference).then(|| vec![call.base.next_link(path, &call.params, last_id)])
+}
+
+#[derive(Serialize)]
+struct ListView<T> {
+    backups: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backups_links: Option<Vec<Link>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ShowView<'a> {
+    backup: DetailView<'a>,
+}
+
+#[derive(Serialize)]
+struct SummaryView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    links: [Link; 2],
+}
+
+impl<'a> SummaryView<'a> {
+    fn new(base: &Base, b: &'a BackupSummary) -> Self {
+        Self {
+            id: &b.id,
+            name: b.name.as_deref(),
+            links: base.resource_links("backups", &b.id),
+        }
+    }
+}
+
+/// The all-zero key id Cinder uses for "no real key"; never shown.
+const FIXED_KEY: &str = "00000000-0000-0000-0000-000000000000";
+
+#[derive(Serialize)]
+struct DetailView<'a> {
+    id: &'a str,
+    status: &'a str,
+    size: i64,
+    object_count: i64,
+    availability_zone: Option<&'a str>,
+    container: Option<&'a str>,
+    created_at: String,
+    updated_at: Option<String>,
+    name: Option<&'a str>,
+    description: Option<&'a str>,
+    fail_reason: Option<&'a str>,
+    volume_id: &'a str,
+    links: [Link; 2],
+    is_incremental: bool,
+    has_dependent_backups: bool,
+    snapshot_id: Option<&'a str>,
+    data_timestamp: String,
+    #[serde(
+        rename = "os-backup-project-attr:project_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    project_attr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_key_id: Option<&'a str>,
+    #[serde(
+        rename = "os-bak-tenant-attr:tenant_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    tenant_attr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_metadata: Option<Option<&'a str>>,
+}
+
+impl<'a> DetailView<'a> {
+    fn new(call: &Call, b: &'a BackupRecord) -> Self {
+        let v = call.version.version;
+        let legacy = call.version.legacy_v2;
+        let admin = call.ctx.is_admin();
+        // The project attribute: admin or owner (VBS shows it to tenants).
+        let project_visible = admin || b.project_id == call.ctx.project_id;
+        Self {
+            id: &b.id,
+            status: &b.status,
+            size: b.size,
+            object_count: b.object_count,
+            availability_zone: b.availability_zone.as_deref(),
+            container: b.container.as_deref(),
+            created_at: ts::format_api(b.created_at),
+            updated_at: b.updated_at.map(ts::format_api),
+            name: b.display_name.as_deref(),
+            description: b.display_description.as_deref(),
+            fail_reason: b.fail_reason.as_deref(),
+            volume_id: &b.volume_id,
+            links: call.base.resource_links("backups", &b.id),
+            is_incremental: b.parent_id.is_some(),
+            has_dependent_backups: b.num_dependent_backups > 0,
+            snapshot_id: b.snapshot_id.as_deref(),
+            data_timestamp: ts::format_api(b.data_timestamp.unwrap_or(b.created_at)),
+            project_attr: (!legacy && v.at_least(Microversion::PROJECT_ATTR) && project_visible)
+                .then_some(b.project_id.as_str()),
+            metadata: (!legacy && v.at_least(Microversion::METADATA)).then_some(&b.metadata),
+            user_id: (!legacy && v.at_least(Microversion::USER_ID) && admin)
+                .then_some(b.user_id.as_deref()),
+            encryption_key_id: if !legacy && v.at_least(Microversion::ENCRYPTION_KEY) {
+                b.encryption_key_id.as_deref().filter(|k| *k != FIXED_KEY)
+            } else {
+                None
+            },
+            tenant_attr: (legacy && project_visible).then_some(b.project_id.as_str()),
+            service_metadata: legacy.then_some(b.service_metadata.as_deref()),
+        }
+    }
+}

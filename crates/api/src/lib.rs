@@ -1,0 +1,120 @@
+//! The HTTP API of vbs: the Cinder v3 backups API (and its deprecated v2 read routes)
+//! with Cinder's microversions, faults and links. Handlers extract, call the service,
+//! and render a view; nothing here touches SQL or backup bytes.
+
+mod auth;
+mod backups;
+mod call;
+mod error;
+pub mod keystone;
+mod links;
+mod version;
+mod versions;
+mod volumes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tracing::Instrument;
+use vbs_service::BackupService;
+
+pub use auth::Authenticator;
+pub use error::ApiError;
+pub use keystone::{Keystone, KeystoneOptions};
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub backups: BackupService,
+    pub auth: Arc<Authenticator>,
+    /// Scheme, host and path prefix that links use instead of the request's host.
+    pub public_endpoint: Option<Arc<str>>,
+}
+
+/// Serializes a view as the JSON body of a 200.
+pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut resp = bytes.into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => ApiError::Internal(format!("serializing a response: {e}")).into_response(),
+    }
+}
+
+/// Every response carries `x-openstack-request-id` (and Cinder's duplicate
+/// `x-compute-request-id`); the request is logged inside a span with that id.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let span = tracing::info_span!("request", id = %id);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(%method, %path, status = resp.status().as_u16(), "served"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut()
+            .insert("x-openstack-request-id", v.clone());
+        resp.headers_mut().insert("x-compute-request-id", v);
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found(error::GENERIC_404)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::Fault(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "The method is not allowed for this resource.".into(),
+    )
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/", get(versions::root))
+        .route("/v3", get(versions::v3))
+        .route("/v3/", get(versions::v3))
+        .route("/healthcheck", get(versions::healthcheck));
+    // Every v3 path exists with and without the project segment; v2 only with it.
+    for prefix in ["/v3/{project_id}", "/v3", "/v2/{project_id}"] {
+        r = r
+            .route(&format!("{prefix}/backups"), get(backups::list_backups))
+            .route(
+                &format!("{prefix}/backups/detail"),
+                get(backups::list_backups_detail),
+            )
+            .route(
+                &format!("{prefix}/backups/{{backup_id}}"),
+                get(backups::show_backup),
+            );
+    }
+    for prefix in ["/v3/{project_id}", "/v3"] {
+        r = r
+            .route(&format!("{prefix}/volumes"), get(volumes::list_volumes))
+            .route(
+                &format!("{prefix}/volumes/detail"),
+                get(volumes::list_volumes_detail),
+            );
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(version::negotiate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}

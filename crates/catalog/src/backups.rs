@@ -1,0 +1,699 @@
+//! Backup records: reading one, and the list query behind `GET /backups[/detail]`.
+//!
+//! The list is filter → sort → skip past the marker → skip `offset` → take `limit`, with
+//! an optional total count. The SQL is shaped so that each case the API needs is served
+//! by an index: exact filters and the default order by the partial `(project_id, …,
+//! created_at, id)` indexes, keyset paging by row-value comparison, `name~` by a trigram
+//! index, `status~`/`volume_id~` by expanding the pattern over the distinct values in
+//! `backup_counts`, and `count` from `backup_counts` when the filters allow it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::{Catalog, CatalogError, Dialect};
+
+/// How a column is stored and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    Int,
+    /// Microseconds since the epoch; filter values are parsed from timestamp text.
+    Timestamp,
+}
+
+macro_rules! columns {
+    ($( $variant:ident => $name:literal, $kind:ident, $nullable:literal; )*) => {
+        /// A column of the backup record, as filters and sort keys name it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Column { $( $variant, )* }
+
+        impl Column {
+            /// Every column, in table order.
+            pub const ALL: &'static [Column] = &[ $( Column::$variant, )* ];
+
+            /// The column's name in the catalog (Cinder's column name).
+            pub fn name(self) -> &'static str {
+                match self { $( Column::$variant => $name, )* }
+            }
+
+            pub fn kind(self) -> ColumnKind {
+                match self { $( Column::$variant => ColumnKind::$kind, )* }
+            }
+
+            pub fn nullable(self) -> bool {
+                match self { $( Column::$variant => $nullable, )* }
+            }
+        }
+    };
+}
+
+columns! {
+    Id => "id", Text, false;
+    ProjectId => "project_id", Text, false;
+    UserId => "user_id", Text, true;
+    VolumeId => "volume_id", Text, false;
+    SnapshotId => "snapshot_id", Text, true;
+    ParentId => "parent_id", Text, true;
+    DisplayName => "display_name", Text, true;
+    DisplayDescription => "display_description", Text, true;
+    Status => "status", Text, false;
+    FailReason => "fail_reason", Text, true;
+    Host => "host", Text, true;
+    AvailabilityZone => "availability_zone", Text, true;
+    Container => "container", Text, true;
+    Service => "service", Text, true;
+    ServiceMetadata => "service_metadata", Text, true;
+    Size => "size", Int, false;
+    ObjectCount => "object_count", Int, false;
+    NumDependentBackups => "num_dependent_backups", Int, false;
+    TempVolumeId => "temp_volume_id", Text, true;
+    TempSnapshotId => "temp_snapshot_id", Text, true;
+    RestoreVolumeId => "restore_volume_id", Text, true;
+    EncryptionKeyId => "encryption_key_id", Text, true;
+    CreatedAt => "created_at", Timestamp, false;
+    UpdatedAt => "updated_at", Timestamp, true;
+    DeletedAt => "deleted_at", Timestamp, true;
+    DataTimestamp => "data_timestamp", Timestamp, true;
+    Deleted => "deleted", Int, false;
+}
+
+/// 1900-01-01T00:00:00Z in microseconds: what a NULL timestamp compares as (Cinder's
+/// marker rule), so that sort order and keyset paging agree.
+const TIMESTAMP_ZERO: i64 = -2_208_988_800_000_000;
+
+impl Column {
+    pub fn from_name(name: &str) -> Option<Column> {
+        Column::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// The expression rows are ordered and compared by. Nullable columns compare as the
+    /// type's zero value; the name index is built on exactly this expression.
+    fn sort_expr(self) -> String {
+        let name = self.name();
+        if !self.nullable() {
+            return format!("b.{name}");
+        }
+        match self.kind() {
+            ColumnKind::Text => format!("COALESCE(b.{name}, '')"),
+            ColumnKind::Int => format!("COALESCE(b.{name}, 0)"),
+            ColumnKind::Timestamp => format!("COALESCE(b.{name}, {TIMESTAMP_ZERO})"),
+        }
+    }
+}
+
+/// One filter of a list query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Byte-for-byte equality.
+    Exact(Column, String),
+    /// Case-insensitive substring; `%` and `_` are literal characters.
+    Contains(Column, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDir {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: Column,
+    pub dir: SortDir,
+}
+
+/// A complete list query. The caller supplies the full sort order, tie-breakers included.
+#[derive(Debug, Clone)]
+pub struct BackupQuery {
+    /// `None` lists every project (admin `all_tenants`).
+    pub project_id: Option<String>,
+    pub filters: Vec<Filter>,
+    pub sort: Vec<SortKey>,
+    /// Id of the last row already seen; must be visible in the same scope.
+    pub marker: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+    pub with_count: bool,
+}
+
+/// The id and name of a backup: all the summary view needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// Every stored field of a backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRecord {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: Option<String>,
+    pub volume_id: String,
+    pub snapshot_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub display_name: Option<String>,
+    pub display_description: Option<String>,
+    pub status: String,
+    pub fail_reason: Option<String>,
+    pub host: Option<String>,
+    pub availability_zone: Option<String>,
+    pub container: Option<String>,
+    pub service: Option<String>,
+    pub service_metadata: Option<String>,
+    pub size: i64,
+    pub object_count: i64,
+    pub num_dependent_backups: i64,
+    pub temp_volume_id: Option<String>,
+    pub temp_snapshot_id: Option<String>,
+    pub restore_volume_id: Option<String>,
+    pub encryption_key_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub data_timestamp: Option<i64>,
+    pub deleted: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A page of results and, when asked for, the total number of matches.
+#[derive(Debug, Clone)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    pub count: Option<u64>,
+}
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone)]
+enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// SQL text with `$n` placeholders numbered in order of appearance (each used once, so
+/// SQLite's by-position binding and PostgreSQL's by-number binding agree).
+#[derive(Default)]
+struct Sql {
+    text: String,
+    binds: Vec<Value>,
+}
+
+impl Sql {
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, v: Value) -> &mut Self {
+        self.binds.push(v);
+        let _ = write!(self.text, "${}", self.binds.len());
+        self
+    }
+
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(AssertSqlSafe(self.text));
+        for b in self.binds {
+            q = match b {
+                Value::Text(s) => q.bind(s),
+                Value::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }
+}
+
+const RECORD_COLUMNS: &str = "b.id, b.project_id, b.user_id, b.volume_id, b.snapshot_id, \
+    b.parent_id, b.display_name, b.display_description, b.status, b.fail_reason, b.host, \
+    b.availability_zone, b.container, b.service, b.service_metadata, b.size, b.object_count, \
+    b.num_dependent_backups, b.temp_volume_id, b.temp_snapshot_id, b.restore_volume_id, \
+    b.encryption_key_id, b.created_at, b.updated_at, b.deleted_at, b.data_timestamp, b.deleted";
+
+fn record_from_row(row: &AnyRow) -> Result<BackupRecord, sqlx::Error> {
+    Ok(BackupRecord {
+        id: row.try_get(0)?,
+        project_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        volume_id: row.try_get(3)?,
+        snapshot_id: row.try_get(4)?,
+        parent_id: row.try_get(5)?,
+        display_name: row.try_get(6)?,
+        display_description: row.try_get(7)?,
+        status: row.try_get(8)?,
+        fail_reason: row.try_get(9)?,
+        host: row.try_get(10)?,
+        availability_zone: row.try_get(11)?,
+        container: row.try_get(12)?,
+        service: row.try_get(13)?,
+        service_metadata: row.try_get(14)?,
+        size: row.try_get(15)?,
+        object_count: row.try_get(16)?,
+        num_dependent_backups: row.try_get(17)?,
+        temp_volume_id: row.try_get(18)?,
+        temp_snapshot_id: row.try_get(19)?,
+        restore_volume_id: row.try_get(20)?,
+        encryption_key_id: row.try_get(21)?,
+        created_at: row.try_get(22)?,
+        updated_at: row.try_get(23)?,
+        deleted_at: row.try_get(24)?,
+        data_timestamp: row.try_get(25)?,
+        deleted: row.try_get::<i64, _>(26)? != 0,
+        metadata: BTreeMap::new(),
+    })
+}
+
+/// Lower-cases for case-insensitive matching the way both engines' `lower()` does:
+/// ASCII only, so SQL-side and Rust-side matching agree.
+fn fold(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// The WHERE clause of a list query, before the marker condition.
+struct Conditions {
+    sql: Sql,
+    /// Some filter can never match (an empty expansion, an unparsable number): the answer
+    /// is empty without asking the database.
+    never: bool,
+    /// Every filter is on project/status/volume: `backup_counts` can count.
+    countable: Vec<(Column, Vec<String>)>,
+    count_by_table: bool,
+}
+
+impl Catalog {
+    /// One live backup by id; `project_id` restricts the lookup to that project.
+    pub async fn get_backup(
+        &self,
+        id: &str,
+        project_id: Option<&str>,
+    ) -> Result<BackupRecord, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(RECORD_COLUMNS)
+            .push(" FROM backups b WHERE b.deleted = 0 AND b.id = ")
+            .bind(Value::Text(id.to_owned()));
+        if let Some(p) = project_id {
+            sql.push(" AND b.project_id = ")
+                .bind(Value::Text(p.to_owned()));
+        }
+        let row = sql.query().fetch_optional(self.pool()).await?;
+        let mut record = record_from_row(&row.ok_or(CatalogError::NotFound)?)?;
+        let mut meta = self.metadata_for(std::slice::from_ref(&record.id)).await?;
+        record.metadata = meta.remove(&record.id).unwrap_or_default();
+        Ok(record)
+    }
+
+    async fn metadata_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CatalogError> {
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::default();
+            sql.push("SELECT backup_id, key, value FROM backup_metadata WHERE backup_id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Value::Text(id.clone()));
+            }
+            sql.push(")");
+            for row in sql.query().fetch_all(self.pool()).await? {
+                out.entry(row.try_get(0)?)
+                    .or_default()
+                    .insert(row.try_get(1)?, row.try_get(2)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists summaries (id and name). A marker that is not visible in the query's scope
+    /// gives [`CatalogError::NotFound`].
+    pub async fn list_backup_summaries(
+        &self,
+        q: &BackupQuery,
+    ) -> Result<ListPage<BackupSummary>, CatalogError> {
+        let (rows, count) = self.run_list(q, "b.id, b.display_name").await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(BackupSummary {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(ListPage { items, count })
+    }
+
+    /// Lists full records, metadata included.
+    pub async fn list_backup_records(
+        &self,
+        q: &BackupQuery,
+    ) -> Result<ListPage<BackupRecord>, CatalogError> {
+        let (rows, count) = self.run_list(q, RECORD_COLUMNS).await?;
+        let mut items = rows
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let ids: Vec<String> = items.iter().map(|r| r.id.clone()).collect();
+        let mut meta = self.metadata_for(&ids).await?;
+        for item in &mut items {
+            item.metadata = meta.remove(&item.id).unwrap_or_default();
+        }
+        Ok(ListPage { items, count })
+    }
+
+    async fn run_list(
+        &self,
+        q: &BackupQuery,
+        select: &str,
+    ) -> Result<(Vec<AnyRow>, Option<u64>), CatalogError> {
+        let cond = self.conditions(q).await?;
+        // The marker is checked even when nothing can match: an unknown marker is a 404.
+        let marker_values = match &q.marker {
+            Some(m) => Some(self.marker_values(q, m).await?),
+            None => None,
+        };
+        if cond.never {
+            return Ok((Vec::new(), q.with_count.then_some(0)));
+        }
+        let count = if q.with_count {
+            Some(self.count(q, &cond).await?)
+        } else {
+            None
+        };
+        if q.limit == 0 {
+            return Ok((Vec::new(), count));
+        }
+        let mut sql = Sql {
+            text: format!("SELECT {select} FROM backups b WHERE "),
+            binds: vec![],
+        };
+        sql.text.push_str(&cond.sql.text);
+        sql.binds.extend(cond.sql.binds.iter().cloned());
+        if let Some(values) = marker_values {
+            sql.push(" AND ");
+            push_keyset(&mut sql, &q.sort, values);
+        }
+        sql.push(" ORDER BY ");
+        for (i, key) in q.sort.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(&key.column.sort_expr());
+            sql.push(if key.dir == SortDir::Asc {
+                " ASC"
+            } else {
+                " DESC"
+            });
+        }
+        sql.push(" LIMIT ").bind(Value::Int(clamp_i64(q.limit)));
+        if q.offset > 0 {
+            sql.push(" OFFSET ").bind(Value::Int(clamp_i64(q.offset)));
+        }
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        Ok((rows, count))
+    }
+
+    /// The sort-key values of the marker row.
+    async fn marker_values(
+        &self,
+        q: &BackupQuery,
+        marker: &str,
+    ) -> Result<Vec<Value>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ");
+        for (i, key) in q.sort.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(&key.column.sort_expr());
+        }
+        sql.push(" FROM backups b WHERE b.deleted = 0 AND b.id = ")
+            .bind(Value::Text(marker.to_owned()));
+        if let Some(p) = &q.project_id {
+            sql.push(" AND b.project_id = ")
+                .bind(Value::Text(p.clone()));
+        }
+        let row = sql
+            .query()
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(CatalogError::NotFound)?;
+        q.sort
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                Ok(match key.column.kind() {
+                    ColumnKind::Text => Value::Text(row.try_get(i)?),
+                    ColumnKind::Int | ColumnKind::Timestamp => Value::Int(row.try_get(i)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn conditions(&self, q: &BackupQuery) -> Result<Conditions, CatalogError> {
+        let mut sql = Sql::default();
+        let mut never = false;
+        let mut countable: Vec<(Column, Vec<String>)> = Vec::new();
+        let mut count_by_table = true;
+        sql.push("b.deleted = 0");
+        if let Some(p) = &q.project_id {
+            sql.push(" AND b.project_id = ")
+                .bind(Value::Text(p.clone()));
+        }
+        for filter in &q.filters {
+            match filter {
+                Filter::Exact(col, v) => {
+                    if matches!(col, Column::Status | Column::VolumeId | Column::ProjectId) {
+                        countable.push((*col, vec![v.clone()]));
+                    } else {
+                        count_by_table = false;
+                    }
+                    match col.kind() {
+                        ColumnKind::Text => {
+                            if *col == Column::DisplayName {
+                                // Written on the index expression so the name index serves it.
+                                sql.push(" AND COALESCE(b.display_name, '') = ")
+                                    .bind(Value::Text(v.clone()));
+                                if v.is_empty() {
+                                    sql.push(" AND b.display_name IS NOT NULL");
+                                }
+                            } else {
+                                let _ = write!(sql.text, " AND b.{} = ", col.name());
+                                sql.bind(Value::Text(v.clone()));
+                            }
+                        }
+                        ColumnKind::Int => match v.trim().parse::<i64>() {
+                            Ok(n) => {
+                                let _ = write!(sql.text, " AND b.{} = ", col.name());
+                                sql.bind(Value::Int(n));
+                            }
+                            Err(_) => never = true,
+                        },
+                        ColumnKind::Timestamp => match crate::ts::parse(v) {
+                            Some(n) => {
+                                let _ = write!(sql.text, " AND b.{} = ", col.name());
+                                sql.bind(Value::Int(n));
+                            }
+                            None => never = true,
+                        },
+                    }
+                }
+                Filter::Contains(col @ (Column::Status | Column::VolumeId), needle) => {
+                    let (all, matching) =
+                        self.expand(q.project_id.as_deref(), *col, needle).await?;
+                    if matching.is_empty() {
+                        never = true;
+                    } else if matching.len() < all {
+                        let _ = write!(sql.text, " AND b.{} IN (", col.name());
+                        for (i, v) in matching.iter().enumerate() {
+                            if i > 0 {
+                                sql.push(", ");
+                            }
+                            sql.bind(Value::Text(v.clone()));
+                        }
+                        sql.push(")");
+                    }
+                    // Every live value matched: the filter excludes nothing.
+                    countable.push((*col, matching));
+                }
+                Filter::Contains(col, needle) => {
+                    count_by_table = false;
+                    self.push_contains(&mut sql, *col, needle);
+                }
+            }
+        }
+        Ok(Conditions {
+            sql,
+            never,
+            countable,
+            count_by_table,
+        })
+    }
+
+    /// Case-insensitive substring condition on one column.
+    fn push_contains(&self, sql: &mut Sql, col: Column, needle: &str) {
+        let folded = fold(needle);
+        let name = col.name();
+        match (self.dialect(), col) {
+            // The trigram index answers substrings of three characters or more.
+            (Dialect::Sqlite, Column::DisplayName) if needle.chars().count() >= 3 => {
+                let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+                sql.push(
+                    " AND b.pk IN (SELECT rowid FROM backups_name_fts WHERE backups_name_fts MATCH ",
+                )
+                .bind(Value::Text(phrase))
+                .push(")");
+            }
+            (Dialect::Postgres, Column::DisplayName) => {
+                let escaped = folded
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                sql.push(" AND lower(b.display_name) LIKE ")
+                    .bind(Value::Text(format!("%{escaped}%")))
+                    .push(" ESCAPE '\\'");
+            }
+            (dialect, _) => {
+                let text = match col.kind() {
+                    ColumnKind::Text => format!("lower(COALESCE(b.{name}, ''))"),
+                    ColumnKind::Int | ColumnKind::Timestamp => {
+                        format!("CAST(b.{name} AS TEXT)")
+                    }
+                };
+                let f = if dialect == Dialect::Sqlite {
+                    "instr"
+                } else {
+                    "strpos"
+                };
+                let _ = write!(sql.text, " AND {f}({text}, ");
+                sql.bind(Value::Text(folded)).push(") > 0");
+            }
+        }
+    }
+
+    /// The live values of `status` or `volume_id` in scope, and those containing `needle`
+    /// (case-insensitively). Returns (number of live values, matching values).
+    async fn expand(
+        &self,
+        project_id: Option<&str>,
+        col: Column,
+        needle: &str,
+    ) -> Result<(usize, Vec<String>), CatalogError> {
+        let mut sql = Sql::default();
+        let _ = write!(
+            sql.text,
+            "SELECT DISTINCT {} FROM backup_counts WHERE n > 0",
+            col.name()
+        );
+        if let Some(p) = project_id {
+            sql.push(" AND project_id = ")
+                .bind(Value::Text(p.to_owned()));
+        }
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let folded = fold(needle);
+        let mut matching = Vec::new();
+        for row in &rows {
+            let v: String = row.try_get(0)?;
+            if fold(&v).contains(&folded) {
+                matching.push(v);
+            }
+        }
+        Ok((rows.len(), matching))
+    }
+
+    async fn count(&self, q: &BackupQuery, cond: &Conditions) -> Result<u64, CatalogError> {
+        let n: i64 = if cond.count_by_table {
+            let mut sql = Sql::default();
+            sql.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM backup_counts WHERE n > 0");
+            if let Some(p) = &q.project_id {
+                sql.push(" AND project_id = ").bind(Value::Text(p.clone()));
+            }
+            for (col, values) in &cond.countable {
+                let _ = write!(sql.text, " AND {} IN (", col.name());
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(Value::Text(v.clone()));
+                }
+                sql.push(")");
+            }
+            sql.query().fetch_one(self.pool()).await?.try_get(0)?
+        } else {
+            let mut sql = Sql {
+                text: "SELECT COUNT(*) FROM backups b WHERE ".into(),
+                binds: vec![],
+            };
+            sql.text.push_str(&cond.sql.text);
+            sql.binds.extend(cond.sql.binds.iter().cloned());
+            sql.query().fetch_one(self.pool()).await?.try_get(0)?
+        };
+        Ok(n.max(0) as u64)
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Rows strictly after the marker in the sort order. One direction throughout (the
+/// usual case, tie-breakers following the first key) becomes a row-value comparison the
+/// index can seek on; mixed directions expand to the OR form.
+fn push_keyset(sql: &mut Sql, sort: &[SortKey], values: Vec<Value>) {
+    let op = |dir: SortDir| if dir == SortDir::Asc { " > " } else { " < " };
+    let uniform = sort.iter().all(|k| k.dir == sort[0].dir);
+    if uniform {
+        let exprs: Vec<String> = sort.iter().map(|k| k.column.sort_expr()).collect();
+        if exprs.len() == 1 {
+            sql.push(&exprs[0]);
+            sql.push(op(sort[0].dir));
+            for v in values {
+                sql.bind(v);
+            }
+            return;
+        }
+        sql.push("(")
+            .push(&exprs.join(", "))
+            .push(")")
+            .push(op(sort[0].dir))
+            .push("(");
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(v);
+        }
+        sql.push(")");
+        return;
+    }
+    sql.push("(");
+    for i in 0..sort.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for (j, key) in sort.iter().enumerate().take(i) {
+            if j > 0 {
+                sql.push(" AND ");
+            }
+            sql.push(&key.column.sort_expr())
+                .push(" = ")
+                .bind(values[j].clone());
+        }
+        if i > 0 {
+            sql.push(" AND ");
+        }
+        sql.push(&sort[i].column.sort_expr())
+            .push(op(sort[i].dir))
+            .bind(values[i].clone());
+        sql.push(")");
+    }
+    sql.push(")");
+}

@@ -1,0 +1,165 @@
+//! The catalog: backup, volume and snapshot records on SQLite (embedded default) or
+//! PostgreSQL (shared by many nodes), behind one concrete type.
+//!
+//! Both engines run the same SQL through sqlx's `Any` driver; the few places where they
+//! differ (substring search, dialect functions, bulk-load tricks) branch on [`Dialect`].
+//! Timestamps are stored as microseconds since the Unix epoch (UTC) so that both engines
+//! compare, sort and index them identically.
+
+mod backups;
+mod import;
+mod migrate;
+pub mod ts;
+mod volumes;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub use backups::{
+    BackupQuery, BackupRecord, BackupSummary, Column, ColumnKind, Filter, ListPage, SortDir,
+    SortKey,
+};
+pub use import::{ImportError, ImportStats};
+pub use volumes::VolumeRecord;
+
+/// Errors of the catalog. Callers branch on the variant; the source is kept for logs.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The record asked for does not exist (or is soft-deleted).
+    #[error("not found")]
+    NotFound,
+    /// The catalog URL or its options are unusable.
+    #[error("invalid catalog configuration: {0}")]
+    Config(String),
+    /// The database failed or could not be reached; a retry may help.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("catalog migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => CatalogError::NotFound,
+            other => CatalogError::Unavailable(other),
+        }
+    }
+}
+
+/// Which SQL engine sits behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the catalog. Cheap to clone (a pool inside).
+#[derive(Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to open a catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl CatalogOptions {
+    /// The embedded default: a SQLite file inside the data directory.
+    pub fn sqlite_in(data_dir: &Path) -> Self {
+        Self {
+            url: format!("sqlite://{}", data_dir.join("catalog.db").display()),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog and brings its schema up to date.
+    pub async fn open(options: &CatalogOptions) -> Result<Self, CatalogError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if options.url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if options.url.starts_with("postgres://") || options.url.starts_with("postgresql://")
+        {
+            Dialect::Postgres
+        } else {
+            return Err(CatalogError::Config(
+                "catalog URL must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let url = match dialect {
+            // rwc: create the file on first use.
+            Dialect::Sqlite if !options.url.contains('?') => format!("{}?mode=rwc", options.url),
+            _ => options.url.clone(),
+        };
+        // Statements are traced at TRACE; slow ones are not dumped (a bulk INSERT's text
+        // runs to megabytes).
+        let connect = AnyConnectOptions::from_str(&url)
+            .map_err(|e| CatalogError::Config(e.to_string()))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1));
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the one writer; FULL keeps every
+                        // commit durable (a backup's `available` must survive power loss).
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; \
+                             PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await?;
+        let catalog = Self { pool, dialect };
+        migrate::run(&catalog).await?;
+        Ok(catalog)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Cheap liveness probe of the database.
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,43 @@
+//! Schema migrations, embedded in the binary: one ordered list per dialect, applied by
+//! sqlx's migrator (which records applied versions and refuses edited ones).
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::{Catalog, CatalogError, Dialect};
+
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "catalog",
+    include_str!("../migrations/sqlite/0001_catalog.sql"),
+)];
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "catalog",
+    include_str!("../migrations/postgres/0001_catalog.sql"),
+)];
+
+pub(crate) async fn run(catalog: &Catalog) -> Result<(), CatalogError> {
+    let list = match catalog.dialect {
+        Dialect::Sqlite => SQLITE,
+        Dialect::Postgres => POSTGRES,
+    };
+    let migrations = list
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+        .run(catalog.pool())
+        .await?;
+    Ok(())
+}

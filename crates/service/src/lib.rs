@@ -1,0 +1,26 @@
+//! The domain of vbs: who may do what, and the rules of each backup operation. The API
+//! crate turns HTTP into calls here; this crate turns them into catalog queries.
+
+mod backups;
+mod context;
+mod error;
+mod microversion;
+
+pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
+pub use context::{Context, Role};
+pub use error::Error;
+pub use microversion::Microversion;
+
+/// The filters non-admins may use on backup lists (Cinder's `resource_filters.json`
+/// entry for `backup`, as the VBS founding document extends it).
+pub const DEFAULT_BACKUP_FILTERS: &[&str] = &[
+    "name",
+    "status",
+    "volume_id",
+    "name~",
+    "status~",
+    "volume_id~",
+];
+
+/// Cinder's `osapi_max_limit`: the largest page, and the page size without `limit`.
+pub const MAX_LIMIT: u64 = 1000;

@@ -1,0 +1,146 @@
+//! Typed, layered configuration: `Config::default()` is the embedded mode; a TOML file,
+//! then `VBS_*` environment variables (`__` separates sections, e.g.
+//! `VBS_KEYSTONE__PASSWORD`), then command-line flags override it. Checked at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use vbs_api::KeystoneOptions;
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `X-Auth-Token: USER:PROJECT`, for development and tests; loopback only.
+    Noauth,
+    /// Tokens validated against Keystone v3 (the `[keystone]` section).
+    Keystone,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on (Cinder's port by default).
+    pub listen: SocketAddr,
+    /// Where the embedded catalog, repository and volume pool live.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; default: `catalog.db` in the data directory.
+    pub catalog: Option<String>,
+    pub catalog_max_connections: u32,
+    pub auth: AuthMode,
+    /// Let `noauth` listen on a non-loopback address (never do this in production).
+    pub allow_insecure_noauth: bool,
+    /// Scheme, host and path prefix for links, e.g. `https://vbs.example.net`.
+    pub public_endpoint: Option<String>,
+    /// Filters non-admins may use on backup lists (Cinder's `resource_filters.json`).
+    pub backup_filters: Vec<String>,
+    /// Log filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
+    pub log: String,
+    /// Never serialized: the default has none, and it holds a secret.
+    #[serde(skip_serializing)]
+    pub keystone: Option<KeystoneOptions>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8776)),
+            data_dir: PathBuf::from("./vbs-data"),
+            catalog: None,
+            catalog_max_connections: 8,
+            auth: AuthMode::Noauth,
+            allow_insecure_noauth: false,
+            public_endpoint: None,
+            backup_filters: vbs_service::DEFAULT_BACKUP_FILTERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            log: "info,sqlx=warn".into(),
+            keystone: None,
+        }
+    }
+}
+
+/// Values given as flags; only those present override the layers below.
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthMode>,
+}
+
+/// Top-level keys the environment may set (other `VBS_*` variables are not ours).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "catalog",
+    "catalog_max_connections",
+    "auth",
+    "allow_insecure_noauth",
+    "public_endpoint",
+    "backup_filters",
+    "log",
+    "keystone",
+];
+
+impl Config {
+    pub fn load(file: Option<&Path>, flags: &Flags) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("VBS_")
+            .split("__")
+            .filter(|k| ENV_KEYS.contains(&k.as_str().split('.').next().unwrap_or("")));
+        let config: Config = fig
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .context("invalid configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        match self.auth {
+            AuthMode::Noauth if !self.listen.ip().is_loopback() && !self.allow_insecure_noauth => {
+                bail!(
+                    "auth = \"noauth\" trusts any caller; it only listens on a loopback address \
+                     (set allow_insecure_noauth = true to override)"
+                )
+            }
+            AuthMode::Keystone if self.keystone.is_none() => {
+                bail!("auth = \"keystone\" needs a [keystone] section in the configuration")
+            }
+            _ => {}
+        }
+        if self.catalog_max_connections == 0 {
+            bail!("catalog_max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn catalog_options(&self) -> vbs_catalog::CatalogOptions {
+        let mut o = match &self.catalog {
+            Some(url) => vbs_catalog::CatalogOptions {
+                url: url.clone(),
+                max_connections: 8,
+            },
+            None => vbs_catalog::CatalogOptions::sqlite_in(&self.data_dir),
+        };
+        o.max_connections = self.catalog_max_connections;
+        o
+    }
+}

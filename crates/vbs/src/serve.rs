@@ -1,0 +1,70 @@
+//! Start-up and shutdown of `vbs serve`, top to bottom: open the catalog, build the
+//! state, serve until the shutdown signal, drain, close.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use vbs_api::{AppState, Authenticator, Keystone};
+use vbs_catalog::Catalog;
+use vbs_service::BackupService;
+
+use crate::config::{AuthMode, Config};
+
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let catalog = Catalog::open(&config.catalog_options())
+        .await
+        .context("opening the catalog")?;
+    tracing::info!(dialect = ?catalog.dialect(), "catalog ready");
+
+    let auth = match config.auth {
+        AuthMode::Noauth => Authenticator::NoAuth,
+        AuthMode::Keystone => {
+            let opts = config.keystone.clone().context("keystone options")?;
+            Authenticator::Keystone(Arc::new(Keystone::new(opts).map_err(anyhow::Error::msg)?))
+        }
+    };
+    let state = AppState {
+        backups: BackupService::new(catalog.clone(), config.backup_filters.clone()),
+        auth: Arc::new(auth),
+        public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
+    };
+    let app = vbs_api::router(state);
+    tracing::info!(addr = %listener.local_addr()?, auth = ?config.auth, "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
+    tracing::info!("shutting down");
+    catalog.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
