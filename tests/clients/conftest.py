@@ -29,6 +29,11 @@ SEED = 20240611
 CLI_TIMEOUT = 180
 
 
+def pytest_configure(config):
+    # openstacksdk warns about its own deprecations thousands of times per listing
+    config.addinivalue_line("filterwarnings", "ignore:::openstack")
+
+
 def vbs_bin():
     path = Path(os.environ.get("VBS_BIN", REPO / "target" / "release" / "vbs"))
     if not path.is_absolute():

@@ -133,4 +133,4 @@ def test_backup_show(sqlite_vbs):
     other = sqlite_vbs.data.other.ids[0]
     done = cinder_noauth(sqlite_vbs, small, "backup-show", other)
     assert done.returncode != 0
-    assert f"No backup with a name or ID of '{other}' exists." in done.stderr, done.stderr
+    assert f"No volumebackup with a name or ID of '{other}' exists." in done.stderr, done.stderr
