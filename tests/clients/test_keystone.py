@@ -7,6 +7,7 @@ vbs validates each user token with Keystone; the tests use real fernet tokens.
 import json
 import socket
 import subprocess
+import time
 import uuid
 
 import openstack
@@ -19,6 +20,7 @@ KEYSTONE_SH = REPO / "scripts" / "keystone.sh"
 UNAUTHORIZED = {"error": {"code": 401, "title": "Unauthorized",
                           "message": "The request you have made requires authentication."}}
 MALFORMED_URL = {"badRequest": {"code": 400, "message": "Malformed request url"}}
+CACHE_TTL = 2
 
 
 def free_port():
@@ -57,22 +59,26 @@ def deployment(keystone, tmp_path_factory):
     data_dir = work / "data"
     data_dir.mkdir()
     import_backups(data_dir, None, data.rows(), work)
-    svc = keystone["service"]
-    config = work / "vbs.toml"
-    config.write_text(
-        "[keystone]\n"
-        f'auth_url = "{keystone["auth_url"]}"\n'
-        f'username = "{svc["user"]}"\n'
-        f'password = "{svc["password"]}"\n'
-        f'project_name = "{svc["project"]}"\n'
-        'user_domain_name = "Default"\n'
-        'project_domain_name = "Default"\n')
+    config = write_config(work / "vbs.toml", keystone, with_password=True)
     server = start_vbs(data_dir, work / "vbs.log", auth="keystone", config=config)
     try:
         keystone_sh("endpoint", keystone["state_dir"], server.url)
         yield server, data
     finally:
         server.stop()
+
+
+def write_config(path, keystone, with_password):
+    svc = keystone["service"]
+    lines = ["[keystone]", f'auth_url = "{keystone["auth_url"]}"', f'username = "{svc["user"]}"',
+             f'project_name = "{svc["project"]}"', 'user_domain_name = "Default"',
+             'project_domain_name = "Default"',
+             # vbs caches validated tokens; keep that short so revocation is seen in the test
+             f'token_cache_ttl = "{CACHE_TTL}s"']
+    if with_password:
+        lines.append(f'password = "{svc["password"]}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def issue_token(keystone, principal):
@@ -144,16 +150,45 @@ def test_missing_or_bad_token_is_401(keystone, deployment, token):
     assert resp.headers.get("WWW-Authenticate", "").startswith("Keystone uri="), resp.headers
 
 
+def revoke(keystone, token):
+    resp = requests.delete(f"{keystone['auth_url']}/auth/tokens",
+                           headers={"X-Auth-Token": token, "X-Subject-Token": token}, timeout=60)
+    assert resp.status_code == 204, resp.text
+
+
 def test_revoked_token_is_401(keystone, deployment):
     server, data = deployment
     alice = keystone["projects"][0]
     token = issue_token(keystone, alice)
-    resp = requests.delete(f"{keystone['auth_url']}/auth/tokens",
-                           headers={"X-Auth-Token": token, "X-Subject-Token": token}, timeout=60)
-    assert resp.status_code == 204, resp.text
+    revoke(keystone, token)
     resp = list_backups(server, data.alpha.id, token)
     assert resp.status_code == 401, resp.text
     assert resp.json() == UNAUTHORIZED
+
+
+def test_token_revoked_after_use_stops_working_once_the_cache_lapses(keystone, deployment):
+    server, data = deployment
+    bob = keystone["projects"][1]
+    token = issue_token(keystone, bob)
+    assert listed_ids(list_backups(server, data.beta.id, token)) == data.beta.ids
+    revoke(keystone, token)
+    time.sleep(CACHE_TTL + 0.5)
+    resp = list_backups(server, data.beta.id, token)
+    assert resp.status_code == 401, resp.text
+    assert resp.json() == UNAUTHORIZED
+
+
+def test_service_password_from_environment(keystone, tmp_path):
+    """The service password may come from VBS_KEYSTONE__PASSWORD instead of the file."""
+    (tmp_path / "data").mkdir()
+    config = write_config(tmp_path / "vbs.toml", keystone, with_password=False)
+    env = client_env(VBS_KEYSTONE__PASSWORD=keystone["service"]["password"])
+    server = start_vbs(tmp_path / "data", tmp_path / "vbs.log", auth="keystone", config=config, env=env)
+    try:
+        alice = keystone["projects"][0]
+        assert listed_ids(list_backups(server, alice["project_id"], issue_token(keystone, alice))) == []
+    finally:
+        server.stop()
 
 
 def test_token_for_another_project_is_malformed_url(keystone, deployment):
