@@ -208,8 +208,7 @@ class VbsServer:
         if not line.startswith(prefix):
             self.stop()
             pytest.fail(f"vbs serve printed {line!r} instead of 'listening on ADDR'; log:\n{self.log_tail()}")
-        self.addr = line[len(prefix):].strip()
-        self.url = "http://" + self.addr
+        self.url = "http://" + line[len(prefix):].strip()
         # keep draining stdout so a chatty server never blocks on a full pipe
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
@@ -225,7 +224,6 @@ class VbsServer:
         return line
 
     def log_tail(self, n=40):
-        self.log.flush()
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-n:])
 
     def endpoint(self, project):
@@ -269,7 +267,6 @@ class Deployment:
         self.backend = backend
         self.server = server
         self.data = dataset
-        self.url = server.url
 
     def __repr__(self):
         return f"<vbs on {self.backend}>"
@@ -280,15 +277,14 @@ def deploy(backend, tmp_path_factory, dataset, catalog=None):
     data_dir = work / "data"
     data_dir.mkdir()
     import_backups(data_dir, catalog, dataset.rows(), work)
-    server = start_vbs(data_dir, work / "vbs.log", catalog=catalog)
-    return Deployment(backend, server, dataset), server
+    return Deployment(backend, start_vbs(data_dir, work / "vbs.log", catalog=catalog), dataset)
 
 
 @pytest.fixture(scope="session")
 def sqlite_vbs(tmp_path_factory, dataset):
-    deployment, server = deploy("sqlite", tmp_path_factory, dataset)
+    deployment = deploy("sqlite", tmp_path_factory, dataset)
     yield deployment
-    server.stop()
+    deployment.server.stop()
 
 
 def psql(sql):
@@ -311,9 +307,9 @@ def pg_database():
 
 @pytest.fixture(scope="session")
 def postgres_vbs(tmp_path_factory, dataset, pg_database):
-    deployment, server = deploy("postgres", tmp_path_factory, dataset, catalog=pg_database)
+    deployment = deploy("postgres", tmp_path_factory, dataset, catalog=pg_database)
     yield deployment
-    server.stop()
+    deployment.server.stop()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
