@@ -5,6 +5,8 @@
 //!   colon names a user whose project has the same id, as Cinder's noauth does). The
 //!   user is a member and reader of the project; the user `admin` is also admin. Unlike
 //!   Cinder's noauth, which makes everyone admin, this exercises the real member paths.
+//!   `USER:PROJECT:ROLES` names the roles instead (comma-separated `admin`, `member`,
+//!   `reader`; empty for none), to exercise the policy table.
 //! * `keystone`: the token is validated against Keystone v3 (see [`crate::keystone`]).
 
 use std::sync::Arc;
@@ -37,14 +39,25 @@ impl Authenticator {
 }
 
 fn noauth_context(token: &str) -> Option<Context> {
-    let (user, project) = token.split_once(':').unwrap_or((token, token));
+    let mut parts = token.splitn(3, ':');
+    let user = parts.next().unwrap_or_default();
+    let project = parts.next().unwrap_or(user);
     if user.is_empty() || project.is_empty() {
         return None;
     }
-    let mut roles = vec![Role::Member, Role::Reader];
-    if user == "admin" {
-        roles.insert(0, Role::Admin);
-    }
+    let roles = match parts.next() {
+        Some(list) => list
+            .split(',')
+            .filter_map(|r| match r.trim() {
+                "admin" => Some(Role::Admin),
+                "member" => Some(Role::Member),
+                "reader" => Some(Role::Reader),
+                _ => None,
+            })
+            .collect(),
+        None if user == "admin" => vec![Role::Admin, Role::Member, Role::Reader],
+        None => vec![Role::Member, Role::Reader],
+    };
     Some(Context {
         user_id: user.to_owned(),
         project_id: project.to_owned(),
@@ -108,5 +121,8 @@ mod tests {
         assert_eq!(noauth_context("bob").unwrap().project_id, "bob");
         assert!(noauth_context(":abc").is_none());
         assert!(noauth_context("bob:").is_none());
+        let r = noauth_context("carol:abc:reader").unwrap();
+        assert!(r.can_read() && !r.can_write() && !r.is_admin());
+        assert!(!noauth_context("dave:abc:").unwrap().can_read());
     }
 }

@@ -396,7 +396,7 @@ impl Catalog {
             }
             Dialect::Postgres => {
                 let rows = sqlx::query(
-                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'backups' \
+                    "SELECT CAST(indexname AS TEXT), indexdef FROM pg_indexes WHERE tablename = 'backups' AND schemaname = current_schema() \
                      AND indexname NOT IN ('backups_pkey', 'backups_id_key')",
                 )
                 .fetch_all(&mut **tx)

@@ -101,9 +101,15 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let env = Env::prefixed("VBS_")
-            .split("__")
-            .filter(|k| ENV_KEYS.contains(&k.as_str().split('.').next().unwrap_or("")));
+        let env = Env::prefixed("VBS_").split("__").filter(|k| {
+            let top = k
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            ENV_KEYS.contains(&top.as_str())
+        });
         let config: Config = fig
             .merge(env)
             .merge(Serialized::defaults(flags))

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `vbs` binary on an ephemeral port, over SQLite and over
+//! PostgreSQL, driven through HTTP.
+
+mod support;
+
+mod admin;
+mod detail;
+mod list;
+mod protocol;

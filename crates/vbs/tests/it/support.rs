@@ -1,0 +1,371 @@
+//! Test support: a deterministic catalog, and the real `vbs` binary started on an
+//! ephemeral port over SQLite or a fresh PostgreSQL database, stopped on drop.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+pub const PA: &str = "aaaaaaaa000000000000000000000001";
+pub const PB: &str = "bbbbbbbb000000000000000000000002";
+pub const PC: &str = "cccccccc000000000000000000000003";
+pub const VOLS: [&str; 3] = [
+    "11111111-1111-4111-8111-111111111111",
+    "22222222-2222-4222-8222-222222222222",
+    "9c9c9c9c-3333-4333-8333-333333333333",
+];
+pub const STATUSES: [&str; 8] = [
+    "available",
+    "available",
+    "error",
+    "creating",
+    "available",
+    "error_deleting",
+    "restoring",
+    "deleting",
+];
+pub const BULK: usize = 1100;
+pub const KEY: &str = "5e5e5e5e-0000-4000-8000-00000000c0de";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backup_id(project: usize, i: usize) -> String {
+    format!("{project:08x}-0000-4000-8000-{i:012x}")
+}
+
+fn stamp(minutes: usize) -> String {
+    let (h, m) = (minutes / 60, minutes % 60);
+    format!(
+        "2025-03-{:02} {:02}:{m:02}:00.{:06}",
+        1 + h / 24,
+        h % 24,
+        minutes * 7 % 1_000_000
+    )
+}
+
+/// One Cinder row as `import-backups` reads it.
+fn row(project: &str, p: usize, i: usize, minute: usize, name: Option<String>) -> Value {
+    json!({
+        "id": backup_id(p, i),
+        "project_id": project,
+        "user_id": format!("user{p}"),
+        "volume_id": VOLS[i % 3],
+        "status": STATUSES[i % STATUSES.len()],
+        "display_name": name,
+        "display_description": format!("description {i}"),
+        "size": i % 7 + 1,
+        "object_count": i * 3,
+        "availability_zone": "nova",
+        "container": "volumebackups",
+        "created_at": stamp(minute),
+        "updated_at": stamp(minute + 5),
+        "deleted": 0,
+        "service_metadata": "{\"Type\": 0}",
+    })
+}
+
+/// The catalog every test starts from:
+/// * project A: 40 backups on three volumes, every status; names `alpha-NN` (even),
+///   `Beta-NN` (odd), `Alpha%_5` (i = 5) and none (i % 10 == 9); rows 10 and 11 share
+///   `created_at` (the id breaks the tie); 3 is an incremental child of 0; 4 has an
+///   encryption key, 6 the all-zero key, 7 a snapshot; plus one soft-deleted row.
+/// * project B: 5 backups; project C: 1,100 (`bulk-NNNN`).
+pub fn dataset() -> Vec<Value> {
+    let mut rows = Vec::new();
+    for i in 0..40 {
+        let name = match i {
+            5 => Some("Alpha%_5".to_owned()),
+            i if i % 10 == 9 => None,
+            i if i % 2 == 0 => Some(format!("alpha-{i:02}")),
+            i => Some(format!("Beta-{i:02}")),
+        };
+        let minute = if i == 11 { 10 } else { i };
+        let mut r = row(PA, 1, i, minute, name);
+        match i {
+            0 => r["num_dependent_backups"] = json!(1),
+            3 => r["parent_id"] = json!(backup_id(1, 0)),
+            4 => r["encryption_key_id"] = json!(KEY),
+            6 => r["encryption_key_id"] = json!("00000000-0000-0000-0000-000000000000"),
+            7 => r["snapshot_id"] = json!("77777777-0000-4000-8000-000000000007"),
+            _ => {}
+        }
+        rows.push(r);
+    }
+    let mut deleted = row(PA, 1, 99, 99, Some("alpha-deleted".into()));
+    deleted["deleted"] = json!(1);
+    deleted["deleted_at"] = json!(stamp(100));
+    rows.push(deleted);
+    for i in 0..5 {
+        rows.push(row(PB, 2, i, 200 + i, Some(format!("bravo-{i}"))));
+    }
+    for i in 0..BULK {
+        rows.push(row(PC, 3, i, 300 + i, Some(format!("bulk-{i:04}"))));
+    }
+    rows
+}
+
+/// Live rows of a project in the default order (created_at desc, id desc).
+pub fn expected(project: &str) -> Vec<Value> {
+    let mut rows: Vec<Value> = dataset()
+        .into_iter()
+        .filter(|r| r["project_id"] == project && r["deleted"] == 0)
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = |r: &Value| {
+            (
+                r["created_at"].as_str().unwrap_or("").to_owned(),
+                r["id"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        key(b).cmp(&key(a))
+    });
+    rows
+}
+
+pub fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+pub fn token(user: &str, project: &str) -> String {
+    format!("{user}:{project}")
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    dir: PathBuf,
+    database: Option<String>,
+    pub catalog: String,
+    http: reqwest::Client,
+}
+
+pub fn pg_root() -> String {
+    std::env::var("VBS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            &format!("{}/postgres", pg_root()),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs (PostgreSQL tests need it; they are never skipped)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn vbs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vbs"))
+}
+
+impl Server {
+    /// A data directory and catalog (a fresh database on PostgreSQL), seeded with `rows`.
+    pub fn prepare(backend: Backend) -> (PathBuf, String, Option<String>) {
+        let dir = std::env::temp_dir().join(format!("vbs-it-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.join("catalog.db").display());
+                (dir, url, None)
+            }
+            Backend::Postgres => {
+                let db = format!("vbs_it_{}", uuid::Uuid::new_v4().simple());
+                psql(&format!("CREATE DATABASE {db}"));
+                (dir, format!("{}/{db}", pg_root()), Some(db))
+            }
+        }
+    }
+
+    pub fn start(backend: Backend) -> Server {
+        Self::start_with(backend, &dataset(), &[])
+    }
+
+    pub fn start_with(backend: Backend, rows: &[Value], extra_args: &[&str]) -> Server {
+        let (dir, catalog, database) = Self::prepare(backend);
+        if !rows.is_empty() {
+            let file = dir.join("seed.jsonl");
+            let mut f = std::fs::File::create(&file).expect("seed file");
+            for r in rows {
+                writeln!(f, "{r}").expect("write seed");
+            }
+            let out = vbs()
+                .args(["admin", "import-backups", "--data-dir"])
+                .arg(&dir)
+                .args(["--catalog", &catalog])
+                .arg(&file)
+                .output()
+                .expect("run import");
+            assert!(
+                out.status.success(),
+                "import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The server's log goes to a file: an inherited pipe would keep the test
+        // harness waiting if a server outlived its test.
+        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+        let child = vbs()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "noauth",
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .args(["--catalog", &catalog])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start vbs");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Owned from here on, so that a failing assertion still stops the process.
+        let mut server = Server {
+            child,
+            base: String::new(),
+            dir,
+            database,
+            catalog,
+            http: reqwest::Client::new(),
+        };
+        let stdout = server.child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                let log =
+                    std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+                panic!("unexpected first line {line:?}; log: {log}")
+            });
+        server.base = format!("http://{addr}");
+        server
+    }
+
+    /// GET with an optional token and microversion; the body parsed as JSON (Null if empty).
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        mv: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        self.get_with(path, token, mv, &[]).await
+    }
+
+    pub async fn get_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        mv: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.get(url);
+        if let Some(t) = token {
+            req = req.header("X-Auth-Token", t);
+        }
+        if let Some(v) = mv {
+            req = req.header("OpenStack-API-Version", format!("volume {v}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text))
+        };
+        (status, headers, body)
+    }
+
+    /// A list of project A at the given version as member user A.
+    pub async fn list(&self, query: &str, mv: Option<&str>) -> (StatusCode, Value) {
+        let (s, _, b) = self
+            .get(
+                &format!("/v3/{PA}/backups{query}"),
+                Some(&token("usera", PA)),
+                mv,
+            )
+            .await;
+        (s, b)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(db) = &self.database {
+            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Asserts a Cinder fault: status, fault key and message.
+#[track_caller]
+pub fn assert_fault(got: (StatusCode, Value), status: u16, fault: &str, message: &str) {
+    let (s, body) = got;
+    assert_eq!(s.as_u16(), status, "body: {body}");
+    assert_eq!(
+        body,
+        json!({fault: {"code": status, "message": message}}),
+        "status {s}"
+    );
+}
+
+/// Runs one async check against both catalogs.
+#[macro_export]
+macro_rules! both {
+    ($check:ident) => {
+        mod $check {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$check($crate::support::Backend::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$check($crate::support::Backend::Postgres).await;
+            }
+        }
+    };
+}
