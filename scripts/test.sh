@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the whole test suite, as CI runs it:
+#   1. cargo test: unit tests and the end-to-end tests of the real binary, each on SQLite
+#      and on PostgreSQL (127.0.0.1:5432, trust auth; VBS_TEST_POSTGRES overrides);
+#   2. the real-client suite (openstack, cinder, openstacksdk, a real Keystone) in a venv
+#      that scripts/venv.sh creates, against the binary cargo test just built.
+# Nothing is skipped: a missing PostgreSQL fails the run.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
+
+cargo test --workspace --locked
+
+scripts/venv.sh
+VBS_BIN="${VBS_BIN:-$repo/target/debug/vbs}" .venv/bin/python -m pytest tests/clients -q -p no:cacheprovider
