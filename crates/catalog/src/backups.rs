@@ -10,9 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
-
+use crate::read::{Cost, DbRow, Sql, Value};
 use crate::{Catalog, CatalogError, Dialect};
 
 /// How a column is stored and compared.
@@ -186,88 +184,82 @@ pub struct ListPage<T> {
     pub count: Option<u64>,
 }
 
-/// A value bound to a placeholder.
-#[derive(Debug, Clone)]
-enum Value {
-    Text(String),
-    Int(i64),
-}
-
-/// SQL text with `$n` placeholders numbered in order of appearance (each used once, so
-/// SQLite's by-position binding and PostgreSQL's by-number binding agree).
-#[derive(Default)]
-struct Sql {
-    text: String,
-    binds: Vec<Value>,
-}
-
-impl Sql {
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, v: Value) -> &mut Self {
-        self.binds.push(v);
-        let _ = write!(self.text, "${}", self.binds.len());
-        self
-    }
-
-    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(AssertSqlSafe(self.text));
-        for b in self.binds {
-            q = match b {
-                Value::Text(s) => q.bind(s),
-                Value::Int(i) => q.bind(i),
-            };
-        }
-        q
-    }
-}
-
 const RECORD_COLUMNS: &str = "b.id, b.project_id, b.user_id, b.volume_id, b.snapshot_id, \
     b.parent_id, b.display_name, b.display_description, b.status, b.fail_reason, b.host, \
     b.availability_zone, b.container, b.service, b.service_metadata, b.size, b.object_count, \
     b.num_dependent_backups, b.temp_volume_id, b.temp_snapshot_id, b.restore_volume_id, \
     b.encryption_key_id, b.created_at, b.updated_at, b.deleted_at, b.data_timestamp, b.deleted";
 
-fn record_from_row(row: &AnyRow) -> Result<BackupRecord, sqlx::Error> {
+fn record_from_row(row: &dyn DbRow) -> Result<BackupRecord, CatalogError> {
     Ok(BackupRecord {
-        id: row.try_get(0)?,
-        project_id: row.try_get(1)?,
-        user_id: row.try_get(2)?,
-        volume_id: row.try_get(3)?,
-        snapshot_id: row.try_get(4)?,
-        parent_id: row.try_get(5)?,
-        display_name: row.try_get(6)?,
-        display_description: row.try_get(7)?,
-        status: row.try_get(8)?,
-        fail_reason: row.try_get(9)?,
-        host: row.try_get(10)?,
-        availability_zone: row.try_get(11)?,
-        container: row.try_get(12)?,
-        service: row.try_get(13)?,
-        service_metadata: row.try_get(14)?,
-        size: row.try_get(15)?,
-        object_count: row.try_get(16)?,
-        num_dependent_backups: row.try_get(17)?,
-        temp_volume_id: row.try_get(18)?,
-        temp_snapshot_id: row.try_get(19)?,
-        restore_volume_id: row.try_get(20)?,
-        encryption_key_id: row.try_get(21)?,
-        created_at: row.try_get(22)?,
-        updated_at: row.try_get(23)?,
-        deleted_at: row.try_get(24)?,
-        data_timestamp: row.try_get(25)?,
-        deleted: row.try_get::<i64, _>(26)? != 0,
+        id: row.text(0)?,
+        project_id: row.text(1)?,
+        user_id: row.opt_text(2)?,
+        volume_id: row.text(3)?,
+        snapshot_id: row.opt_text(4)?,
+        parent_id: row.opt_text(5)?,
+        display_name: row.opt_text(6)?,
+        display_description: row.opt_text(7)?,
+        status: row.text(8)?,
+        fail_reason: row.opt_text(9)?,
+        host: row.opt_text(10)?,
+        availability_zone: row.opt_text(11)?,
+        container: row.opt_text(12)?,
+        service: row.opt_text(13)?,
+        service_metadata: row.opt_text(14)?,
+        size: row.int(15)?,
+        object_count: row.int(16)?,
+        num_dependent_backups: row.int(17)?,
+        temp_volume_id: row.opt_text(18)?,
+        temp_snapshot_id: row.opt_text(19)?,
+        restore_volume_id: row.opt_text(20)?,
+        encryption_key_id: row.opt_text(21)?,
+        created_at: row.int(22)?,
+        updated_at: row.opt_int(23)?,
+        deleted_at: row.opt_int(24)?,
+        data_timestamp: row.opt_int(25)?,
+        deleted: row.int(26)? != 0,
         metadata: BTreeMap::new(),
     })
+}
+
+fn summary_from_row(row: &dyn DbRow) -> Result<BackupSummary, CatalogError> {
+    Ok(BackupSummary {
+        id: row.text(0)?,
+        name: row.opt_text(1)?,
+    })
+}
+
+fn first_int(row: &dyn DbRow) -> Result<i64, CatalogError> {
+    row.int(0)
+}
+
+fn first_text(row: &dyn DbRow) -> Result<String, CatalogError> {
+    row.text(0)
+}
+
+fn all_ints(row: &dyn DbRow) -> Result<Vec<i64>, CatalogError> {
+    (0..row.len()).map(|i| row.int(i)).collect()
+}
+
+fn all_values(row: &dyn DbRow) -> Result<Vec<Value>, CatalogError> {
+    (0..row.len()).map(|i| row.value(i)).collect()
 }
 
 /// Lower-cases for case-insensitive matching the way both engines' `lower()` does:
 /// ASCII only, so SQL-side and Rust-side matching agree.
 fn fold(s: &str) -> String {
     s.to_ascii_lowercase()
+}
+
+/// How `name~` finds its rows on SQLite.
+enum NamePlan {
+    /// A trigram of the needle is in no name.
+    NoMatch,
+    /// The rows of the rarest trigram, read by rowid.
+    Candidates,
+    /// Walk the ordered index, testing each name.
+    Scan,
 }
 
 /// The WHERE clause of a list query, before the marker condition.
@@ -279,6 +271,11 @@ struct Conditions {
     /// Every filter is on project/status/volume: `backup_counts` can count.
     countable: Vec<(Column, Vec<String>)>,
     count_by_table: bool,
+    /// Some condition is tested row by row: run on the blocking pool.
+    heavy: bool,
+    /// The FROM clause: `NOT INDEXED` when the rows come from a rowid list (trigram
+    /// candidates), which SQLite would otherwise only use as a filter.
+    from: &'static str,
 }
 
 impl Catalog {
@@ -297,8 +294,10 @@ impl Catalog {
             sql.push(" AND b.project_id = ")
                 .bind(Value::Text(p.to_owned()));
         }
-        let row = sql.query().fetch_optional(self.pool()).await?;
-        let mut record = record_from_row(&row.ok_or(CatalogError::NotFound)?)?;
+        let mut record = self
+            .fetch_first(sql, record_from_row)
+            .await?
+            .ok_or(CatalogError::NotFound)?;
         let mut meta = self.metadata_for(std::slice::from_ref(&record.id)).await?;
         record.metadata = meta.remove(&record.id).unwrap_or_default();
         Ok(record)
@@ -322,10 +321,13 @@ impl Catalog {
                 sql.bind(Value::Text(id.clone()));
             }
             sql.push(")");
-            for row in sql.query().fetch_all(self.pool()).await? {
-                out.entry(row.try_get(0)?)
-                    .or_default()
-                    .insert(row.try_get(1)?, row.try_get(2)?);
+            let rows = self
+                .fetch(sql, Cost::Small, |r| {
+                    Ok((r.text(0)?, r.text(1)?, r.text(2)?))
+                })
+                .await?;
+            for (id, key, value) in rows {
+                out.entry(id).or_default().insert(key, value);
             }
         }
         Ok(out)
@@ -337,16 +339,9 @@ impl Catalog {
         &self,
         q: &BackupQuery,
     ) -> Result<ListPage<BackupSummary>, CatalogError> {
-        let (rows, count) = self.run_list(q, "b.id, b.display_name").await?;
-        let items = rows
-            .iter()
-            .map(|r| {
-                Ok(BackupSummary {
-                    id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let (items, count) = self
+            .run_list(q, "b.id, b.display_name", summary_from_row)
+            .await?;
         Ok(ListPage { items, count })
     }
 
@@ -355,11 +350,7 @@ impl Catalog {
         &self,
         q: &BackupQuery,
     ) -> Result<ListPage<BackupRecord>, CatalogError> {
-        let (rows, count) = self.run_list(q, RECORD_COLUMNS).await?;
-        let mut items = rows
-            .iter()
-            .map(record_from_row)
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let (mut items, count) = self.run_list(q, RECORD_COLUMNS, record_from_row).await?;
         let ids: Vec<String> = items.iter().map(|r| r.id.clone()).collect();
         let mut meta = self.metadata_for(&ids).await?;
         for item in &mut items {
@@ -368,11 +359,12 @@ impl Catalog {
         Ok(ListPage { items, count })
     }
 
-    async fn run_list(
+    async fn run_list<T: Send + 'static>(
         &self,
         q: &BackupQuery,
         select: &str,
-    ) -> Result<(Vec<AnyRow>, Option<u64>), CatalogError> {
+        map: crate::read::RowMap<T>,
+    ) -> Result<(Vec<T>, Option<u64>), CatalogError> {
         let cond = self.conditions(q).await?;
         // The marker is checked even when nothing can match: an unknown marker is a 404.
         let marker_values = match &q.marker {
@@ -391,7 +383,7 @@ impl Catalog {
             return Ok((Vec::new(), count));
         }
         let mut sql = Sql {
-            text: format!("SELECT {select} FROM backups b WHERE "),
+            text: format!("SELECT {select} FROM {} WHERE ", cond.from),
             binds: vec![],
         };
         sql.text.push_str(&cond.sql.text);
@@ -412,11 +404,19 @@ impl Catalog {
                 " DESC"
             });
         }
-        sql.push(" LIMIT ").bind(Value::Int(clamp_i64(q.limit)));
+        // Literal, not bound: SQLite re-prepares a statement whose LIMIT is a parameter
+        // each time it is rebound (the bound value steers the plan), which cost more
+        // than the query itself. These are integers we produced, not user text.
+        let _ = write!(sql.text, " LIMIT {}", clamp_i64(q.limit));
         if q.offset > 0 {
-            sql.push(" OFFSET ").bind(Value::Int(clamp_i64(q.offset)));
+            let _ = write!(sql.text, " OFFSET {}", clamp_i64(q.offset));
         }
-        let rows = sql.query().fetch_all(self.pool()).await?;
+        let cost = if q.limit + q.offset > 100 || cond.heavy {
+            Cost::Large
+        } else {
+            Cost::Small
+        };
+        let rows = self.fetch(sql, cost, map).await?;
         Ok((rows, count))
     }
 
@@ -440,21 +440,9 @@ impl Catalog {
             sql.push(" AND b.project_id = ")
                 .bind(Value::Text(p.clone()));
         }
-        let row = sql
-            .query()
-            .fetch_optional(self.pool())
+        self.fetch_first(sql, all_values)
             .await?
-            .ok_or(CatalogError::NotFound)?;
-        q.sort
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                Ok(match key.column.kind() {
-                    ColumnKind::Text => Value::Text(row.try_get(i)?),
-                    ColumnKind::Int | ColumnKind::Timestamp => Value::Int(row.try_get(i)?),
-                })
-            })
-            .collect()
+            .ok_or(CatalogError::NotFound)
     }
 
     async fn conditions(&self, q: &BackupQuery) -> Result<Conditions, CatalogError> {
@@ -462,6 +450,8 @@ impl Catalog {
         let mut never = false;
         let mut countable: Vec<(Column, Vec<String>)> = Vec::new();
         let mut count_by_table = true;
+        let mut from = "backups b";
+        let mut heavy = false;
         sql.push("b.deleted = 0");
         if let Some(p) = &q.project_id {
             sql.push(" AND b.project_id = ")
@@ -523,8 +513,22 @@ impl Catalog {
                     // Every live value matched: the filter excludes nothing.
                     countable.push((*col, matching));
                 }
+                Filter::Contains(Column::DisplayName, needle)
+                    if self.dialect() == Dialect::Sqlite
+                        && needle.is_ascii()
+                        && needle.len() >= 3 =>
+                {
+                    count_by_table = false;
+                    heavy = true;
+                    match self.push_name_contains(&mut sql, q, needle).await? {
+                        NamePlan::NoMatch => never = true,
+                        NamePlan::Candidates => from = "backups b NOT INDEXED",
+                        NamePlan::Scan => {}
+                    }
+                }
                 Filter::Contains(col, needle) => {
                     count_by_table = false;
+                    heavy = true;
                     self.push_contains(&mut sql, *col, needle);
                 }
             }
@@ -534,7 +538,86 @@ impl Catalog {
             never,
             countable,
             count_by_table,
+            heavy,
+            from,
         })
+    }
+
+    /// `name~` on SQLite, planned by the numbers. Every row must contain the needle
+    /// (checked on the covering index); the question is how to find the candidates.
+    /// The trigram index is asked, for each trigram of the needle, whether it has fewer
+    /// rows than it pays to fetch one by one (a bounded count, never a full posting
+    /// list): if one has, its rows are the candidates; if none has, matches are dense
+    /// enough that walking the ordered index finds a page of them sooner.
+    async fn push_name_contains(
+        &self,
+        sql: &mut Sql,
+        q: &BackupQuery,
+        needle: &str,
+    ) -> Result<NamePlan, CatalogError> {
+        let folded = fold(needle);
+        let mut trigrams: Vec<&str> = (0..=folded.len() - 3).map(|i| &folded[i..i + 3]).collect();
+        trigrams.sort_unstable();
+        trigrams.dedup();
+        let in_scope = self.rows_in_scope(q.project_id.as_deref()).await? as f64;
+        // Costs in rough units: a candidate is a random row read (~1), an index entry
+        // walked ~0.15; a count must see every match. Past `cap` candidates, walking
+        // the index is cheaper, so no trigram is counted further than that.
+        let cap = if q.with_count {
+            in_scope / 4.0
+        } else {
+            ((q.limit + q.offset) as f64 * in_scope * 0.15).sqrt()
+        }
+        .clamp(1.0, 50_000.0) as i64;
+        let mut probe = Sql::default();
+        probe.push("SELECT ");
+        for (i, t) in trigrams.iter().enumerate() {
+            if i > 0 {
+                probe.push(", ");
+            }
+            probe
+                .push("(SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
+                .bind(Value::Text(format!("\"{}\"", t.replace('"', "\"\""))))
+                .push(&format!(" LIMIT {cap}))"));
+        }
+        let counts = self.fetch_first(probe, all_ints).await?.unwrap_or_default();
+        let mut rarest: Option<(&str, i64)> = None;
+        for (t, &n) in trigrams.iter().zip(&counts) {
+            if rarest.is_none_or(|(_, m)| n < m) {
+                rarest = Some((t, n));
+            }
+        }
+        let (term, candidates) = rarest.unwrap_or_default();
+        if candidates == 0 {
+            return Ok(NamePlan::NoMatch);
+        }
+        let use_trigrams = candidates < cap;
+        if use_trigrams {
+            sql.push(
+                " AND b.pk IN (SELECT rowid FROM backups_name_fts WHERE backups_name_fts MATCH ",
+            )
+            .bind(Value::Text(format!("\"{}\"", term.replace('"', "\"\""))))
+            .push(")");
+        }
+        sql.push(" AND instr(lower(b.display_name), ")
+            .bind(Value::Text(folded))
+            .push(") > 0");
+        Ok(if use_trigrams {
+            NamePlan::Candidates
+        } else {
+            NamePlan::Scan
+        })
+    }
+
+    /// Live backups in a project (or everywhere), from `backup_counts`.
+    async fn rows_in_scope(&self, project_id: Option<&str>) -> Result<i64, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM backup_counts WHERE n > 0");
+        if let Some(p) = project_id {
+            sql.push(" AND project_id = ")
+                .bind(Value::Text(p.to_owned()));
+        }
+        Ok(self.fetch_first(sql, first_int).await?.unwrap_or(0))
     }
 
     /// Case-insensitive substring condition on one column.
@@ -542,15 +625,6 @@ impl Catalog {
         let folded = fold(needle);
         let name = col.name();
         match (self.dialect(), col) {
-            // The trigram index answers substrings of three characters or more.
-            (Dialect::Sqlite, Column::DisplayName) if needle.chars().count() >= 3 => {
-                let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
-                sql.push(
-                    " AND b.pk IN (SELECT rowid FROM backups_name_fts WHERE backups_name_fts MATCH ",
-                )
-                .bind(Value::Text(phrase))
-                .push(")");
-            }
             (Dialect::Postgres, Column::DisplayName) => {
                 let escaped = folded
                     .replace('\\', "\\\\")
@@ -561,8 +635,9 @@ impl Catalog {
                     .push(" ESCAPE '\\'");
             }
             (dialect, _) => {
+                // NULL contains nothing, as with SQL LIKE.
                 let text = match col.kind() {
-                    ColumnKind::Text => format!("lower(COALESCE(b.{name}, ''))"),
+                    ColumnKind::Text => format!("lower(b.{name})"),
                     ColumnKind::Int | ColumnKind::Timestamp => {
                         format!("CAST(b.{name} AS TEXT)")
                     }
@@ -596,16 +671,14 @@ impl Catalog {
             sql.push(" AND project_id = ")
                 .bind(Value::Text(p.to_owned()));
         }
-        let rows = sql.query().fetch_all(self.pool()).await?;
+        let values = self.fetch(sql, Cost::Small, first_text).await?;
+        let all = values.len();
         let folded = fold(needle);
-        let mut matching = Vec::new();
-        for row in &rows {
-            let v: String = row.try_get(0)?;
-            if fold(&v).contains(&folded) {
-                matching.push(v);
-            }
-        }
-        Ok((rows.len(), matching))
+        let matching = values
+            .into_iter()
+            .filter(|v| fold(v).contains(&folded))
+            .collect();
+        Ok((all, matching))
     }
 
     async fn count(&self, q: &BackupQuery, cond: &Conditions) -> Result<u64, CatalogError> {
@@ -625,15 +698,19 @@ impl Catalog {
                 }
                 sql.push(")");
             }
-            sql.query().fetch_one(self.pool()).await?.try_get(0)?
+            self.fetch_first(sql, first_int).await?.unwrap_or(0)
         } else {
             let mut sql = Sql {
-                text: "SELECT COUNT(*) FROM backups b WHERE ".into(),
+                text: format!("SELECT COUNT(*) FROM {} WHERE ", cond.from),
                 binds: vec![],
             };
             sql.text.push_str(&cond.sql.text);
             sql.binds.extend(cond.sql.binds.iter().cloned());
-            sql.query().fetch_one(self.pool()).await?.try_get(0)?
+            self.fetch(sql, Cost::Large, first_int)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or(0)
         };
         Ok(n.max(0) as u64)
     }

@@ -256,15 +256,72 @@ fn insert_sql(dialect: Dialect, rows: usize) -> String {
     sql
 }
 
+/// Reads, validates and batches the input; stops at the first bad line (which is sent)
+/// or when the importer hangs up.
+fn parse_batches(
+    input: impl BufRead,
+    sender: &tokio::sync::mpsc::Sender<Result<Vec<Row27>, ImportError>>,
+) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut batch: Vec<Row27> = Vec::with_capacity(BATCH);
+    for (i, line) in input.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let row = match line {
+            Err(e) => Err(ImportError::Io(e)),
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => validate(line_no, &line).and_then(|row| {
+                if seen.insert(row.key[0].clone()) {
+                    Ok(row)
+                } else {
+                    let id = &row.key[0];
+                    Err(bad(
+                        line_no,
+                        format!("backup {id} appears twice in the input"),
+                    ))
+                }
+            }),
+        };
+        match row {
+            Ok(row) => batch.push(row),
+            Err(e) => {
+                let _ = sender.blocking_send(Err(e));
+                return;
+            }
+        }
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if sender.blocking_send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = sender.blocking_send(Ok(batch));
+    }
+}
+
 impl Catalog {
     /// Imports JSON lines from `input`; `total_hint` (the number of lines, if known)
     /// decides whether indexes are rebuilt rather than maintained.
     pub async fn import_backups(
         &self,
-        input: impl BufRead,
+        input: impl BufRead + Send + 'static,
         total_hint: u64,
     ) -> Result<ImportStats, ImportError> {
-        let mut tx = self.pool().begin().await?;
+        let started = std::time::Instant::now();
+        // Parsing and validation run on their own thread, a few batches ahead of the
+        // database, so that both cores work.
+        let (sender, mut batches) =
+            tokio::sync::mpsc::channel::<Result<Vec<Row27>, ImportError>>(4);
+        let parser = std::thread::spawn(move || parse_batches(input, &sender));
+
+        let mut conn = self.pool().acquire().await?;
+        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+        if self.dialect() == Dialect::Sqlite {
+            // Keep the whole working set in SQLite's cache: a spilled page would be
+            // written to the WAL and read back.
+            tx.execute("PRAGMA cache_size = -1048576").await?;
+        }
         let existing: i64 = sqlx::query("SELECT COUNT(*) FROM backups")
             .fetch_one(&mut *tx)
             .await?
@@ -276,44 +333,36 @@ impl Catalog {
             Vec::new()
         };
 
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut batch: Vec<Row27> = Vec::with_capacity(BATCH);
         let full_sql = insert_sql(self.dialect(), BATCH);
         let mut records = 0u64;
-        for (i, line) in input.lines().enumerate() {
-            let line_no = i as u64 + 1;
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let row = validate(line_no, &line)?;
-            if !seen.insert(row.key[0].clone()) {
-                let id = &row.key[0];
-                return Err(bad(
-                    line_no,
-                    format!("backup {id} appears twice in the input"),
-                ));
-            }
-            batch.push(row);
-            records += 1;
+        while let Some(batch) = batches.recv().await {
+            let mut batch = batch?;
+            records += batch.len() as u64;
             if batch.len() == BATCH {
                 self.insert_batch(&mut tx, &full_sql, &mut batch).await?;
+            } else {
+                let sql = insert_sql(self.dialect(), batch.len());
+                self.insert_batch(&mut tx, &sql, &mut batch).await?;
             }
         }
-        if !batch.is_empty() {
-            let sql = insert_sql(self.dialect(), batch.len());
-            self.insert_batch(&mut tx, &sql, &mut batch).await?;
-        }
+        let _ = parser.join();
+        tracing::info!(records, elapsed = ?started.elapsed(), "rows inserted");
         if bulk {
             self.rebuild_derived(&mut tx, saved).await?;
+            tracing::info!(elapsed = ?started.elapsed(), "indexes rebuilt");
         }
         tx.commit().await?;
+        tracing::info!(elapsed = ?started.elapsed(), "committed");
+        if self.dialect() == Dialect::Sqlite {
+            // Back to the pool's size before the connection returns to the pool.
+            conn.execute("PRAGMA cache_size = -32768").await?;
+        }
         Ok(ImportStats { records, bulk })
     }
 
     async fn insert_batch(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         sql: &str,
         batch: &mut Vec<Row27>,
     ) -> Result<(), ImportError> {
@@ -375,7 +424,7 @@ impl Catalog {
     /// recreates them (read from the engine's own catalog, so nothing is written twice).
     async fn drop_derived(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<Vec<String>, ImportError> {
         let mut recreate = Vec::new();
         match self.dialect() {
@@ -417,11 +466,13 @@ impl Catalog {
 
     async fn rebuild_derived(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         saved: Vec<String>,
     ) -> Result<(), ImportError> {
         for sql in saved {
-            tx.execute(AssertSqlSafe(sql)).await?;
+            let t = std::time::Instant::now();
+            tx.execute(AssertSqlSafe(sql.clone())).await?;
+            tracing::debug!(elapsed = ?t.elapsed(), %sql, "rebuilt");
         }
         if self.dialect() == Dialect::Sqlite {
             tx.execute("INSERT INTO backups_name_fts (backups_name_fts) VALUES ('rebuild')")

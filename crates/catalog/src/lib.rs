@@ -9,6 +9,7 @@
 mod backups;
 mod import;
 mod migrate;
+mod read;
 pub mod ts;
 mod volumes;
 
@@ -38,6 +39,9 @@ pub enum CatalogError {
     /// The database failed or could not be reached; a retry may help.
     #[error("catalog unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database engine refused a read (the message says why).
+    #[error("catalog engine error: {0}")]
+    Engine(String),
     /// The schema could not be brought up to date.
     #[error("catalog migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -49,6 +53,12 @@ impl From<sqlx::Error> for CatalogError {
             sqlx::Error::RowNotFound => CatalogError::NotFound,
             other => CatalogError::Unavailable(other),
         }
+    }
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        CatalogError::Engine(e.to_string())
     }
 }
 
@@ -64,6 +74,8 @@ pub enum Dialect {
 pub struct Catalog {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite only: the connections API reads run on (see [`read`]).
+    readers: Option<std::sync::Arc<read::SqliteReaders>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -139,8 +151,23 @@ impl Catalog {
             })
             .connect_with(connect)
             .await?;
-        let catalog = Self { pool, dialect };
+        let mut catalog = Self {
+            pool,
+            dialect,
+            readers: None,
+        };
         migrate::run(&catalog).await?;
+        if dialect == Dialect::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let readers = read::SqliteReaders::open(&path, options.max_connections as usize)?;
+            catalog.readers = Some(std::sync::Arc::new(readers));
+        }
         Ok(catalog)
     }
 

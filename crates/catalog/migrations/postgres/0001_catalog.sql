@@ -37,11 +37,11 @@ CREATE TABLE backups (
     deleted               BIGINT  NOT NULL DEFAULT 0
 );
 
-CREATE INDEX backups_project_created ON backups (project_id, created_at, id) WHERE deleted = 0;
-CREATE INDEX backups_project_status ON backups (project_id, status, created_at, id) WHERE deleted = 0;
-CREATE INDEX backups_project_volume ON backups (project_id, volume_id, created_at, id) WHERE deleted = 0;
+CREATE INDEX backups_project_created ON backups (project_id, created_at, id) INCLUDE (display_name) WHERE deleted = 0;
+CREATE INDEX backups_project_status ON backups (project_id, status, created_at, id) INCLUDE (display_name) WHERE deleted = 0;
+CREATE INDEX backups_project_volume ON backups (project_id, volume_id, created_at, id) INCLUDE (display_name) WHERE deleted = 0;
 CREATE INDEX backups_project_name ON backups (project_id, (COALESCE(display_name, '')), created_at, id) WHERE deleted = 0;
-CREATE INDEX backups_created ON backups (created_at, id) WHERE deleted = 0;
+CREATE INDEX backups_created ON backups (created_at, id) INCLUDE (display_name) WHERE deleted = 0;
 CREATE INDEX backups_parent ON backups (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX backups_name_trgm ON backups USING gin (lower(display_name) gin_trgm_ops) WHERE deleted = 0;
 

@@ -34,14 +34,16 @@ CREATE TABLE backups (
 );
 
 -- Default order (created_at desc, id desc) inside a project, and keyset paging on it.
-CREATE INDEX backups_project_created ON backups (project_id, created_at, id) WHERE deleted = 0;
+-- The name (and `deleted`, which the partial-index condition reads) ride along so that
+-- a summary list is answered from the index alone, without touching the table.
+CREATE INDEX backups_project_created ON backups (project_id, created_at, id, display_name, deleted) WHERE deleted = 0;
 -- Exact filters keep the default order: equality prefix, then created_at.
-CREATE INDEX backups_project_status ON backups (project_id, status, created_at, id) WHERE deleted = 0;
-CREATE INDEX backups_project_volume ON backups (project_id, volume_id, created_at, id) WHERE deleted = 0;
+CREATE INDEX backups_project_status ON backups (project_id, status, created_at, id, display_name, deleted) WHERE deleted = 0;
+CREATE INDEX backups_project_volume ON backups (project_id, volume_id, created_at, id, display_name, deleted) WHERE deleted = 0;
 -- name: exact filter and sort=name (NULL sorts as '', as markers compare it).
-CREATE INDEX backups_project_name ON backups (project_id, (COALESCE(display_name, '')), created_at, id) WHERE deleted = 0;
+CREATE INDEX backups_project_name ON backups (project_id, (COALESCE(display_name, '')), created_at, id, display_name, deleted) WHERE deleted = 0;
 -- Admin all_tenants listing, and parent lookups.
-CREATE INDEX backups_created ON backups (created_at, id) WHERE deleted = 0;
+CREATE INDEX backups_created ON backups (created_at, id, display_name, deleted) WHERE deleted = 0;
 CREATE INDEX backups_parent ON backups (parent_id) WHERE parent_id IS NOT NULL;
 
 -- Substring search on names: a trigram index (case-insensitive), kept by triggers.
