@@ -238,10 +238,6 @@ fn first_text(row: &dyn DbRow) -> Result<String, CatalogError> {
     row.text(0)
 }
 
-fn all_ints(row: &dyn DbRow) -> Result<Vec<i64>, CatalogError> {
-    (0..row.len()).map(|i| row.int(i)).collect()
-}
-
 fn all_values(row: &dyn DbRow) -> Result<Vec<Value>, CatalogError> {
     (0..row.len()).map(|i| row.value(i)).collect()
 }
@@ -560,29 +556,26 @@ impl Catalog {
         trigrams.sort_unstable();
         trigrams.dedup();
         let in_scope = self.rows_in_scope(q.project_id.as_deref()).await? as f64;
-        // Costs in rough units: a candidate is a random row read (~1), an index entry
-        // walked ~0.15; a count must see every match. Past `cap` candidates, walking
-        // the index is cheaper, so no trigram is counted further than that.
-        let cap = if q.with_count {
-            in_scope / 4.0
-        } else {
-            ((q.limit + q.offset) as f64 * in_scope * 0.15).sqrt()
-        }
-        .clamp(1.0, 50_000.0) as i64;
-        let mut probe = Sql::default();
-        probe.push("SELECT ");
-        for (i, t) in trigrams.iter().enumerate() {
-            if i > 0 {
-                probe.push(", ");
-            }
-            probe
-                .push("(SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
-                .bind(Value::Text(format!("\"{}\"", t.replace('"', "\"\""))))
-                .push(&format!(" LIMIT {cap}))"));
-        }
-        let counts = self.fetch_first(probe, all_ints).await?.unwrap_or_default();
+        // Candidates are read by rowid (in rowid order) and sorted; walking the ordered
+        // index instead pays off only when matches are dense everywhere, since they may
+        // all sit at the far end of the order (names that grow with time do exactly
+        // that). So: candidates unless the rarest trigram is in a quarter of the rows,
+        // or in more than PROBE_MAX. Each trigram is counted only up to the smallest
+        // count so far, so common trigrams cost little.
+        const PROBE_MAX: f64 = 40_000.0;
+        let cap = (in_scope / 4.0).clamp(1.0, PROBE_MAX) as i64;
         let mut rarest: Option<(&str, i64)> = None;
-        for (t, &n) in trigrams.iter().zip(&counts) {
+        for t in &trigrams {
+            let limit = rarest.map_or(cap, |(_, n)| n);
+            let mut probe = Sql::default();
+            probe
+                .push("SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
+                .bind(Value::Text(format!("\"{}\"", t.replace('"', "\"\""))))
+                .push(&format!(" LIMIT {limit})"));
+            let n = self.fetch_first(probe, first_int).await?.unwrap_or(0);
+            if n == 0 {
+                return Ok(NamePlan::NoMatch);
+            }
             if rarest.is_none_or(|(_, m)| n < m) {
                 rarest = Some((t, n));
             }

@@ -13,12 +13,21 @@ use std::io::BufRead;
 use serde::Deserialize;
 use sqlx::{AssertSqlSafe, Executor, Row};
 
-use crate::{Catalog, CatalogError, Dialect};
+use crate::{Catalog, CatalogError};
+
+/// Recounts `backup_counts` from the table (after its trigger was bypassed).
+pub(crate) const RECOUNT: &str = "DELETE FROM backup_counts; \
+    INSERT INTO backup_counts (project_id, volume_id, status, n) \
+    SELECT project_id, volume_id, status, COUNT(*) FROM backups WHERE deleted = 0 \
+    GROUP BY project_id, volume_id, status";
+
+/// Batches sent from the parser thread to the loader.
+pub(crate) type Batches = tokio::sync::mpsc::Receiver<Result<Vec<Row27>, ImportError>>;
 
 /// Rows per INSERT statement: 500 × 27 placeholders stays under both engines' limits.
 const BATCH: usize = 500;
 /// Below this many records the indexes are kept and updated row by row.
-const BULK_MIN: u64 = 10_000;
+pub(crate) const BULK_MIN: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -108,29 +117,29 @@ const STATUSES: &[&str] = &[
     "deleted",
 ];
 
-const INSERT_COLUMNS: &str = "id, volume_id, project_id, status, created_at, user_id, \
+pub(crate) const INSERT_COLUMNS: &str = "id, volume_id, project_id, status, created_at, user_id, \
     snapshot_id, parent_id, restore_volume_id, temp_volume_id, temp_snapshot_id, \
     encryption_key_id, display_name, display_description, fail_reason, host, \
     availability_zone, container, service, service_metadata, size, object_count, \
     num_dependent_backups, updated_at, deleted_at, data_timestamp, deleted";
-const NCOLS: usize = 27;
+pub(crate) const NCOLS: usize = 27;
 
 /// A validated row, ready to bind in the order of `INSERT_COLUMNS`.
-struct Row27 {
-    line: u64,
+pub(crate) struct Row27 {
+    pub(crate) line: u64,
     /// id, volume_id, project_id, status.
-    key: [String; 4],
-    created_at: i64,
+    pub(crate) key: [String; 4],
+    pub(crate) created_at: i64,
     /// user_id … service_metadata.
-    text: [Option<String>; 15],
+    pub(crate) text: [Option<String>; 15],
     /// size, object_count, num_dependent_backups.
-    counts: [i64; 3],
+    pub(crate) counts: [i64; 3],
     /// updated_at, deleted_at, data_timestamp.
-    times: [Option<i64>; 3],
-    deleted: i64,
+    pub(crate) times: [Option<i64>; 3],
+    pub(crate) deleted: i64,
 }
 
-fn bad(line: u64, reason: impl Into<String>) -> ImportError {
+pub(crate) fn bad(line: u64, reason: impl Into<String>) -> ImportError {
     ImportError::BadRecord {
         line,
         reason: reason.into(),
@@ -231,9 +240,8 @@ fn validate(line: u64, raw: &str) -> Result<Row27, ImportError> {
     })
 }
 
-/// SQLite gets anonymous `?` placeholders: its driver resolves each numbered one by
-/// name, which costs quadratic time over thirteen thousand parameters.
-fn insert_sql(dialect: Dialect, rows: usize) -> String {
+/// A multi-row INSERT with numbered placeholders (PostgreSQL).
+fn insert_sql(rows: usize) -> String {
     let mut sql = format!("INSERT INTO backups ({INSERT_COLUMNS}) VALUES ");
     let mut n = 0;
     for r in 0..rows {
@@ -246,14 +254,26 @@ fn insert_sql(dialect: Dialect, rows: usize) -> String {
                 sql.push(',');
             }
             n += 1;
-            match dialect {
-                Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => sql.push_str(&format!("${n}")),
-            }
+            sql.push_str(&format!("${n}"));
         }
         sql.push(')');
     }
     sql
+}
+
+async fn import_sqlite_file(
+    path: String,
+    input: impl BufRead + Send + 'static,
+    total_hint: u64,
+) -> Result<ImportStats, ImportError> {
+    let (sender, batches) = tokio::sync::mpsc::channel::<Result<Vec<Row27>, ImportError>>(4);
+    let parser = std::thread::spawn(move || parse_batches(input, &sender));
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::import_sqlite::load(&path, batches, total_hint))
+            .await
+            .map_err(|e| CatalogError::Engine(format!("import task failed: {e}")))?;
+    let _ = parser.join();
+    loaded
 }
 
 /// Reads, validates and batches the input; stops at the first bad line (which is sent)
@@ -301,9 +321,28 @@ fn parse_batches(
 }
 
 impl Catalog {
-    /// Imports JSON lines from `input`; `total_hint` (the number of lines, if known)
-    /// decides whether indexes are rebuilt rather than maintained.
+    /// Imports JSON lines from `input` into the catalog `options` names (migrating it
+    /// first); `total_hint` (the number of lines, if known) decides whether indexes are
+    /// rebuilt rather than maintained. On SQLite the load runs on a connection of its
+    /// own, with every other connection of this process closed first.
     pub async fn import_backups(
+        options: &crate::CatalogOptions,
+        input: impl BufRead + Send + 'static,
+        total_hint: u64,
+    ) -> Result<ImportStats, ImportError> {
+        let catalog = Catalog::open(options).await?;
+        let sqlite_path = catalog.sqlite_path.clone();
+        if sqlite_path.is_some() {
+            catalog.close().await;
+            drop(catalog);
+            return import_sqlite_file(sqlite_path.unwrap_or_default(), input, total_hint).await;
+        }
+        let result = catalog.import_postgres(input, total_hint).await;
+        catalog.close().await;
+        result
+    }
+
+    async fn import_postgres(
         &self,
         input: impl BufRead + Send + 'static,
         total_hint: u64,
@@ -315,13 +354,8 @@ impl Catalog {
             tokio::sync::mpsc::channel::<Result<Vec<Row27>, ImportError>>(4);
         let parser = std::thread::spawn(move || parse_batches(input, &sender));
 
-        let mut conn = self.pool().acquire().await?;
-        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
-        if self.dialect() == Dialect::Sqlite {
-            // Keep the whole working set in SQLite's cache: a spilled page would be
-            // written to the WAL and read back.
-            tx.execute("PRAGMA cache_size = -1048576").await?;
-        }
+        // Batched multi-row INSERTs in one transaction.
+        let mut tx = self.pool().begin().await?;
         let existing: i64 = sqlx::query("SELECT COUNT(*) FROM backups")
             .fetch_one(&mut *tx)
             .await?
@@ -333,7 +367,7 @@ impl Catalog {
             Vec::new()
         };
 
-        let full_sql = insert_sql(self.dialect(), BATCH);
+        let full_sql = insert_sql(BATCH);
         let mut records = 0u64;
         while let Some(batch) = batches.recv().await {
             let mut batch = batch?;
@@ -341,7 +375,7 @@ impl Catalog {
             if batch.len() == BATCH {
                 self.insert_batch(&mut tx, &full_sql, &mut batch).await?;
             } else {
-                let sql = insert_sql(self.dialect(), batch.len());
+                let sql = insert_sql(batch.len());
                 self.insert_batch(&mut tx, &sql, &mut batch).await?;
             }
         }
@@ -353,10 +387,6 @@ impl Catalog {
         }
         tx.commit().await?;
         tracing::info!(elapsed = ?started.elapsed(), "committed");
-        if self.dialect() == Dialect::Sqlite {
-            // Back to the pool's size before the connection returns to the pool.
-            conn.execute("PRAGMA cache_size = -32768").await?;
-        }
         Ok(ImportStats { records, bulk })
     }
 
@@ -420,47 +450,30 @@ impl Catalog {
         batch.iter().find(|r| existing.contains(&r.key[0]))
     }
 
-    /// Drops the backups table's secondary indexes and triggers, returning the SQL that
-    /// recreates them (read from the engine's own catalog, so nothing is written twice).
+    /// Drops the backups table's secondary indexes and disables its counting trigger,
+    /// returning the SQL that restores them (read from PostgreSQL's own catalog, so
+    /// nothing is written twice).
     async fn drop_derived(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<Vec<String>, ImportError> {
         let mut recreate = Vec::new();
-        match self.dialect() {
-            Dialect::Sqlite => {
-                let rows = sqlx::query(
-                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'backups' \
-                     AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name",
-                )
-                .fetch_all(&mut **tx)
+        let rows = sqlx::query(
+            "SELECT CAST(indexname AS TEXT), indexdef FROM pg_indexes \
+             WHERE tablename = 'backups' AND schemaname = current_schema() \
+             AND indexname NOT IN ('backups_pkey', 'backups_id_key')",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            recreate.push(row.try_get::<String, _>(1)?);
+            tx.execute(AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
                 .await?;
-                for row in rows {
-                    let kind: String = row.try_get(0)?;
-                    let name: String = row.try_get(1)?;
-                    recreate.push(row.try_get::<String, _>(2)?);
-                    let drop = format!("DROP {} \"{name}\"", kind.to_uppercase());
-                    tx.execute(AssertSqlSafe(drop)).await?;
-                }
-            }
-            Dialect::Postgres => {
-                let rows = sqlx::query(
-                    "SELECT CAST(indexname AS TEXT), indexdef FROM pg_indexes WHERE tablename = 'backups' AND schemaname = current_schema() \
-                     AND indexname NOT IN ('backups_pkey', 'backups_id_key')",
-                )
-                .fetch_all(&mut **tx)
-                .await?;
-                for row in rows {
-                    let name: String = row.try_get(0)?;
-                    recreate.push(row.try_get::<String, _>(1)?);
-                    tx.execute(AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
-                        .await?;
-                }
-                tx.execute("ALTER TABLE backups DISABLE TRIGGER backup_counts_maintain")
-                    .await?;
-                recreate.push("ALTER TABLE backups ENABLE TRIGGER backup_counts_maintain".into());
-            }
         }
+        tx.execute("ALTER TABLE backups DISABLE TRIGGER backup_counts_maintain")
+            .await?;
+        recreate.push("ALTER TABLE backups ENABLE TRIGGER backup_counts_maintain".into());
         Ok(recreate)
     }
 
@@ -474,17 +487,9 @@ impl Catalog {
             tx.execute(AssertSqlSafe(sql.clone())).await?;
             tracing::debug!(elapsed = ?t.elapsed(), %sql, "rebuilt");
         }
-        if self.dialect() == Dialect::Sqlite {
-            tx.execute("INSERT INTO backups_name_fts (backups_name_fts) VALUES ('rebuild')")
-                .await?;
-        }
-        tx.execute(
-            "DELETE FROM backup_counts; \
-             INSERT INTO backup_counts (project_id, volume_id, status, n) \
-             SELECT project_id, volume_id, status, COUNT(*) FROM backups WHERE deleted = 0 \
-             GROUP BY project_id, volume_id, status",
-        )
-        .await?;
+        tx.execute(RECOUNT).await?;
+        // Fresh statistics for the planner after a load this size.
+        tx.execute("ANALYZE backups").await?;
         Ok(())
     }
 }

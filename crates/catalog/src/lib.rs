@@ -8,6 +8,7 @@
 
 mod backups;
 mod import;
+mod import_sqlite;
 mod migrate;
 mod read;
 pub mod ts;
@@ -76,6 +77,8 @@ pub struct Catalog {
     dialect: Dialect,
     /// SQLite only: the connections API reads run on (see [`read`]).
     readers: Option<std::sync::Arc<read::SqliteReaders>>,
+    /// SQLite only: the database file.
+    sqlite_path: Option<String>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -155,6 +158,7 @@ impl Catalog {
             pool,
             dialect,
             readers: None,
+            sqlite_path: None,
         };
         migrate::run(&catalog).await?;
         if dialect == Dialect::Sqlite {
@@ -167,6 +171,7 @@ impl Catalog {
                 .to_owned();
             let readers = read::SqliteReaders::open(&path, options.max_connections as usize)?;
             catalog.readers = Some(std::sync::Arc::new(readers));
+            catalog.sqlite_path = Some(path);
         }
         Ok(catalog)
     }

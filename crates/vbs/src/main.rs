@@ -148,14 +148,13 @@ async fn import_backups(config: &Config, file: &std::path::Path) -> anyhow::Resu
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let catalog = vbs_catalog::Catalog::open(&config.catalog_options())
-        .await
-        .context("opening the catalog")?;
     let started = Instant::now();
-    let result = catalog
-        .import_backups(BufReader::with_capacity(1 << 20, open()?), lines)
-        .await;
-    catalog.close().await;
+    let result = vbs_catalog::Catalog::import_backups(
+        &config.catalog_options(),
+        BufReader::with_capacity(1 << 20, open()?),
+        lines,
+    )
+    .await;
     let stats = result.with_context(|| format!("importing {}", file.display()))?;
     let secs = started.elapsed().as_secs_f64();
     println!(

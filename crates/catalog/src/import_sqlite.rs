@@ -1,0 +1,133 @@
+//! Bulk loading on SQLite, on one rusqlite connection in one transaction: a prepared
+//! single-row INSERT (no per-value copies through an async driver), secondary indexes,
+//! triggers and the trigram index rebuilt once from the loaded table, and a rollback
+//! journal instead of the WAL when no one else has the database open, so that the data
+//! is written once rather than appended to the WAL and copied again at checkpoint.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::{ErrorCode, TransactionBehavior, params_from_iter, types::Value as Sv};
+
+use crate::CatalogError;
+use crate::import::{
+    BULK_MIN, Batches, INSERT_COLUMNS, ImportError, ImportStats, NCOLS, RECOUNT, Row27, bad,
+};
+
+fn row_values(row: &Row27) -> impl Iterator<Item = Sv> + '_ {
+    let text = |t: &Option<String>| t.clone().map_or(Sv::Null, Sv::Text);
+    let int = |v: Option<i64>| v.map_or(Sv::Null, Sv::Integer);
+    row.key
+        .iter()
+        .map(|k| Sv::Text(k.clone()))
+        .chain(std::iter::once(Sv::Integer(row.created_at)))
+        .chain(row.text.iter().map(text))
+        .chain(row.counts.iter().map(|&c| Sv::Integer(c)))
+        .chain(row.times.iter().map(move |&t| int(t)))
+        .chain(std::iter::once(Sv::Integer(row.deleted)))
+}
+
+/// Loads the batches into the database at `path`, all or nothing.
+pub(crate) fn load(
+    path: &str,
+    mut batches: Batches,
+    total_hint: u64,
+) -> Result<ImportStats, ImportError> {
+    let started = Instant::now();
+    let mut conn = rusqlite::Connection::open(path).map_err(CatalogError::from)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(CatalogError::from)?;
+    // The whole working set in SQLite's cache: a spilled page is written and read back.
+    conn.execute_batch(
+        "PRAGMA cache_size = -1048576; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(CatalogError::from)?;
+    let bulk_hint = total_hint >= BULK_MIN;
+    // Switching away from WAL succeeds only when no other connection has the file open
+    // (a running server does); then stay in WAL, which is just as safe, only slower.
+    let rollback_journal = bulk_hint
+        && conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|m| m.eq_ignore_ascii_case("delete"));
+    let result = load_in_transaction(&mut conn, &mut batches, total_hint, started);
+    if rollback_journal {
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(CatalogError::from)?;
+    }
+    result
+}
+
+fn load_in_transaction(
+    conn: &mut rusqlite::Connection,
+    batches: &mut Batches,
+    total_hint: u64,
+    started: Instant,
+) -> Result<ImportStats, ImportError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(CatalogError::from)?;
+    let existing: i64 = tx
+        .query_row("SELECT COUNT(*) FROM backups", [], |r| r.get(0))
+        .map_err(CatalogError::from)?;
+    let bulk = total_hint >= BULK_MIN && total_hint >= existing.max(0) as u64;
+    let mut recreate = Vec::new();
+    if bulk {
+        // Secondary indexes and triggers, as SQLite itself stores them.
+        let derived: Vec<(String, String, String)> = tx
+            .prepare(
+                "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'backups' \
+                 AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(CatalogError::from)?;
+        for (kind, name, sql) in derived {
+            tx.execute_batch(&format!("DROP {} \"{name}\"", kind.to_uppercase()))
+                .map_err(CatalogError::from)?;
+            recreate.push(sql);
+        }
+    }
+
+    let placeholders = vec!["?"; NCOLS].join(", ");
+    let mut records = 0u64;
+    {
+        let mut insert = tx
+            .prepare(&format!(
+                "INSERT INTO backups ({INSERT_COLUMNS}) VALUES ({placeholders})"
+            ))
+            .map_err(CatalogError::from)?;
+        while let Some(batch) = batches.blocking_recv() {
+            for row in &batch? {
+                if let Err(e) = insert.execute(params_from_iter(row_values(row))) {
+                    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+                        let id = &row.key[0];
+                        return Err(bad(
+                            row.line,
+                            format!("backup {id} already exists in the catalog"),
+                        ));
+                    }
+                    return Err(CatalogError::from(e).into());
+                }
+                records += 1;
+            }
+        }
+    }
+    tracing::info!(records, elapsed = ?started.elapsed(), "rows inserted");
+    if bulk {
+        for sql in &recreate {
+            let t = Instant::now();
+            tx.execute_batch(sql).map_err(CatalogError::from)?;
+            tracing::debug!(elapsed = ?t.elapsed(), %sql, "rebuilt");
+        }
+        tx.execute_batch("INSERT INTO backups_name_fts (backups_name_fts) VALUES ('rebuild');")
+            .map_err(CatalogError::from)?;
+        tx.execute_batch(RECOUNT).map_err(CatalogError::from)?;
+        tracing::info!(elapsed = ?started.elapsed(), "indexes rebuilt");
+    }
+    tx.commit().map_err(CatalogError::from)?;
+    tracing::info!(elapsed = ?started.elapsed(), "committed");
+    Ok(ImportStats { records, bulk })
+}
