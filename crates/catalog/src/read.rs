@@ -155,8 +155,9 @@ impl SqliteReaders {
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX
                     | OpenFlags::SQLITE_OPEN_URI,
             )?;
+            // Reads come through the memory map; the page cache only needs to be small.
             conn.execute_batch(
-                "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; \
+                "PRAGMA busy_timeout = 10000; PRAGMA cache_size = -8192; \
                  PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;",
             )?;
             conn.set_prepared_statement_cache_capacity(256);
