@@ -4,7 +4,7 @@
 use axum::response::Response;
 use serde::Serialize;
 use vbs_catalog::{BackupRecord, BackupSummary, ts};
-use vbs_service::{ListRequest, Microversion};
+use vbs_service::{BackupList, ListRequest, Microversion};
 
 use crate::call::Call;
 use crate::error::ApiError;
@@ -19,26 +19,14 @@ pub async fn list_backups(State(state): State<AppState>, call: Call) -> Result<R
         .backups
         .list_summaries(&call.ctx, req.as_request(&call))
         .await?;
-    let items: Vec<SummaryView> = list
+    let items = list
         .page
         .items
         .iter()
         .map(|b| SummaryView::new(&call.base, b))
         .collect();
     let last = list.page.items.last().map(|b| b.id.as_str());
-    let links = next_links(
-        &call,
-        "backups",
-        last,
-        items.len(),
-        list.link_limit,
-        list.page.count,
-    );
-    Ok(json_response(&ListView {
-        backups: items,
-        backups_links: links,
-        count: list.page.count,
-    }))
+    Ok(render_list(&call, "backups", items, last, &list))
 }
 
 /// `GET …/backups/detail`.
@@ -51,26 +39,37 @@ pub async fn list_backups_detail(
         .backups
         .list_records(&call.ctx, req.as_request(&call))
         .await?;
-    let items: Vec<DetailView> = list
+    let items = list
         .page
         .items
         .iter()
         .map(|b| DetailView::new(&call, b))
         .collect();
     let last = list.page.items.last().map(|b| b.id.as_str());
+    Ok(render_list(&call, "backups/detail", items, last, &list))
+}
+
+/// The list body: the items, the `next` link when Cinder's rule gives one, the count.
+fn render_list<V: Serialize, T>(
+    call: &Call,
+    path: &str,
+    items: Vec<V>,
+    last_id: Option<&str>,
+    list: &BackupList<T>,
+) -> Response {
     let links = next_links(
-        &call,
-        "backups/detail",
-        last,
+        call,
+        path,
+        last_id,
         items.len(),
         list.link_limit,
         list.page.count,
     );
-    Ok(json_response(&ListView {
+    json_response(&ListView {
         backups: items,
         backups_links: links,
         count: list.page.count,
-    }))
+    })
 }
 
 /// `GET …/backups/{backup_id}`.
