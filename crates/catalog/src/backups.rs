@@ -252,8 +252,8 @@ fn fold(s: &str) -> String {
 enum NamePlan {
     /// A trigram of the needle is in no name.
     NoMatch,
-    /// The rows of the rarest trigram, read by rowid.
-    Candidates,
+    /// The rows of this (rarest) trigram, read by rowid.
+    Candidates(String),
     /// Walk the ordered index, testing each name.
     Scan,
 }
@@ -272,6 +272,8 @@ struct Conditions {
     /// The FROM clause: `NOT INDEXED` when the rows come from a rowid list (trigram
     /// candidates), which SQLite would otherwise only use as a filter.
     from: &'static str,
+    /// Replaces the sort expressions when rows arrive in list order by construction.
+    order_by: Option<&'static str>,
 }
 
 impl Catalog {
@@ -390,6 +392,10 @@ impl Catalog {
         }
         sql.push(" ORDER BY ");
         for (i, key) in q.sort.iter().enumerate() {
+            if let Some(order) = cond.order_by {
+                sql.push(order);
+                break;
+            }
             if i > 0 {
                 sql.push(", ");
             }
@@ -447,6 +453,7 @@ impl Catalog {
         let mut countable: Vec<(Column, Vec<String>)> = Vec::new();
         let mut count_by_table = true;
         let mut from = "backups b";
+        let mut order_by = None;
         let mut heavy = false;
         sql.push("b.deleted = 0");
         if let Some(p) = &q.project_id {
@@ -518,8 +525,33 @@ impl Catalog {
                     heavy = true;
                     match self.push_name_contains(&mut sql, q, needle).await? {
                         NamePlan::NoMatch => never = true,
-                        NamePlan::Candidates => from = "backups b NOT INDEXED",
                         NamePlan::Scan => {}
+                        NamePlan::Candidates(term) => {
+                            let phrase = Value::Text(format!("\"{}\"", term.replace('"', "\"\"")));
+                            let dir = creation_order(&q.sort);
+                            if let Some(dir) = dir
+                                && self.rowids_in_creation_order().await?
+                            {
+                                // Rowid order is list order: stream the trigram's rows in
+                                // that order and stop at the page's end.
+                                from = "backups_name_fts f CROSS JOIN backups b ON b.pk = f.rowid";
+                                sql.push(" AND backups_name_fts MATCH ").bind(phrase);
+                                order_by = Some(if dir == SortDir::Asc {
+                                    "f.rowid ASC"
+                                } else {
+                                    "f.rowid DESC"
+                                });
+                            } else {
+                                // SQLite would use the rowid list only as a filter otherwise.
+                                from = "backups b NOT INDEXED";
+                                sql.push(
+                                    " AND b.pk IN (SELECT rowid FROM backups_name_fts \
+                                     WHERE backups_name_fts MATCH ",
+                                )
+                                .bind(phrase)
+                                .push(")");
+                            }
+                        }
                     }
                 }
                 Filter::Contains(col, needle) => {
@@ -536,6 +568,7 @@ impl Catalog {
             count_by_table,
             heavy,
             from,
+            order_by,
         })
     }
 
@@ -560,13 +593,16 @@ impl Catalog {
         // index instead pays off only when matches are dense everywhere, since they may
         // all sit at the far end of the order (names that grow with time do exactly
         // that). So: candidates unless the rarest trigram is in a quarter of the rows,
-        // or in more than PROBE_MAX. Each trigram is counted only up to the smallest
-        // count so far, so common trigrams cost little.
+        // or in more than PROBE_MAX.
         const PROBE_MAX: f64 = 40_000.0;
         let cap = (in_scope / 4.0).clamp(1.0, PROBE_MAX) as i64;
+        // Trigrams with digits and punctuation, the usual rare ones, are counted first;
+        // after the first, a trigram is counted only far enough to show it is much rarer.
+        trigrams.sort_by_key(|t| t.bytes().filter(u8::is_ascii_alphabetic).count());
+        const MUCH_RARER: i64 = 4_000;
         let mut rarest: Option<(&str, i64)> = None;
         for t in &trigrams {
-            let limit = rarest.map_or(cap, |(_, n)| n);
+            let limit = rarest.map_or(cap, |(_, n)| n.min(MUCH_RARER));
             let mut probe = Sql::default();
             probe
                 .push("SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
@@ -576,7 +612,8 @@ impl Catalog {
             if n == 0 {
                 return Ok(NamePlan::NoMatch);
             }
-            if rarest.is_none_or(|(_, m)| n < m) {
+            // A count that reached its limit is not known to be smaller.
+            if rarest.is_none_or(|(_, m)| n < m && n < limit) {
                 rarest = Some((t, n));
             }
         }
@@ -584,22 +621,22 @@ impl Catalog {
         if candidates == 0 {
             return Ok(NamePlan::NoMatch);
         }
-        let use_trigrams = candidates < cap;
-        if use_trigrams {
-            sql.push(
-                " AND b.pk IN (SELECT rowid FROM backups_name_fts WHERE backups_name_fts MATCH ",
-            )
-            .bind(Value::Text(format!("\"{}\"", term.replace('"', "\"\""))))
-            .push(")");
-        }
-        sql.push(" AND instr(lower(b.display_name), ")
-            .bind(Value::Text(folded))
-            .push(") > 0");
-        Ok(if use_trigrams {
-            NamePlan::Candidates
+        let plan = if candidates < cap {
+            NamePlan::Candidates(term.to_owned())
         } else {
             NamePlan::Scan
-        })
+        };
+        sql.push(" AND instr(lower(b.display_name), ")
+            .bind(Value::Text(folded.clone()))
+            .push(") > 0");
+        Ok(plan)
+    }
+
+    /// Whether live rows' rowids follow (created_at, id) (see `catalog_flags`).
+    async fn rowids_in_creation_order(&self) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT value FROM catalog_flags WHERE key = 'backups_in_creation_order'");
+        Ok(self.fetch_first(sql, first_int).await? == Some(1))
     }
 
     /// Live backups in a project (or everywhere), from `backup_counts`.
@@ -706,6 +743,16 @@ impl Catalog {
                 .unwrap_or(0)
         };
         Ok(n.max(0) as u64)
+    }
+}
+
+/// The direction of a sort that is exactly (created_at, id) in one direction.
+fn creation_order(sort: &[SortKey]) -> Option<SortDir> {
+    match sort {
+        [a, b] if a.column == Column::CreatedAt && b.column == Column::Id && a.dir == b.dir => {
+            Some(a.dir)
+        }
+        _ => None,
     }
 }
 

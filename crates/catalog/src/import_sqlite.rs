@@ -91,6 +91,25 @@ fn load_in_transaction(
         }
     }
 
+    // Whether rowids will still follow (created_at, id) among live rows after the load:
+    // they did before (the flag), and every new live row sorts after the previous one.
+    let mut in_order: bool = tx
+        .query_row(
+            "SELECT value FROM catalog_flags WHERE key = 'backups_in_creation_order'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(CatalogError::from)?
+        == 1;
+    let mut last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT created_at, id FROM backups WHERE deleted = 0 \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+
     let placeholders = vec!["?"; NCOLS].join(", ");
     let mut records = 0u64;
     {
@@ -112,6 +131,13 @@ fn load_in_transaction(
                     return Err(CatalogError::from(e).into());
                 }
                 records += 1;
+                if row.deleted == 0 {
+                    let key = (row.created_at, row.key[0].clone());
+                    if last.as_ref().is_some_and(|l| key < *l) {
+                        in_order = false;
+                    }
+                    last = Some(key);
+                }
             }
         }
     }
@@ -125,6 +151,12 @@ fn load_in_transaction(
         tx.execute_batch("INSERT INTO backups_name_fts (backups_name_fts) VALUES ('rebuild');")
             .map_err(CatalogError::from)?;
         tx.execute_batch(RECOUNT).map_err(CatalogError::from)?;
+        // The ordering trigger was dropped for the load; record what was loaded.
+        tx.execute(
+            "UPDATE catalog_flags SET value = ?1 WHERE key = 'backups_in_creation_order'",
+            [i64::from(in_order)],
+        )
+        .map_err(CatalogError::from)?;
         tracing::info!(elapsed = ?started.elapsed(), "indexes rebuilt");
     }
     tx.commit().map_err(CatalogError::from)?;

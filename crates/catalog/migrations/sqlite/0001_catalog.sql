@@ -90,6 +90,30 @@ CREATE TRIGGER backup_counts_upd AFTER UPDATE OF project_id, volume_id, status, 
         ON CONFLICT (project_id, volume_id, status) DO UPDATE SET n = n + 1;
 END;
 
+-- Whether rowids follow (created_at, id) among live backups. Rows are normally
+-- appended newest last, so they do; then a trigram match read in rowid order is already
+-- in list order and a page stops early instead of sorting every candidate. Any insert
+-- out of order, any change of a key, or a revived row clears the flag for good (a bulk
+-- load sets it from what it loaded).
+CREATE TABLE catalog_flags (
+    key   TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO catalog_flags (key, value) VALUES ('backups_in_creation_order', 1);
+CREATE TRIGGER backups_creation_order_ins AFTER INSERT ON backups
+WHEN new.deleted = 0 AND (
+    EXISTS (SELECT 1 FROM backups o WHERE o.deleted = 0 AND o.pk < new.pk
+            AND (o.created_at, o.id) > (new.created_at, new.id))
+    OR EXISTS (SELECT 1 FROM backups o WHERE o.pk > new.pk))
+BEGIN
+    UPDATE catalog_flags SET value = 0 WHERE key = 'backups_in_creation_order';
+END;
+CREATE TRIGGER backups_creation_order_upd AFTER UPDATE OF pk, id, created_at, deleted ON backups
+WHEN new.deleted = 0
+BEGIN
+    UPDATE catalog_flags SET value = 0 WHERE key = 'backups_in_creation_order';
+END;
+
 CREATE TABLE backup_metadata (
     backup_id TEXT NOT NULL,
     key       TEXT NOT NULL,

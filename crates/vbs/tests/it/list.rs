@@ -642,3 +642,38 @@ async fn sorting(b: Backend) {
     );
 }
 both!(sorting);
+
+/// `name~` answers in list order whether or not rows were stored in creation order (the
+/// SQLite catalog streams trigram matches in rowid order only when that is list order).
+async fn fuzzy_order_with_rows_out_of_order(b: Backend) {
+    let mut rows = dataset();
+    rows.reverse();
+    let s = Server::start_with(b, &rows, &[]);
+    let all = expected(PA);
+    let want: Vec<String> = all
+        .iter()
+        .filter(|r| {
+            r["display_name"]
+                .as_str()
+                .is_some_and(|n| n.to_lowercase().contains("eta-1"))
+        })
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(want.len() > 3);
+    let (_, body) = s.list("?name~=ETA-1", Some("3.45")).await;
+    assert_eq!(page_ids(&body), want);
+    let (_, body) = s
+        .list("?name~=ETA-1&sort=created_at:asc", Some("3.45"))
+        .await;
+    let mut asc = want.clone();
+    asc.reverse();
+    assert_eq!(page_ids(&body), asc);
+    let (_, body) = s
+        .list(
+            &format!("?name~=eta-1&limit=2&marker={}", want[0]),
+            Some("3.45"),
+        )
+        .await;
+    assert_eq!(page_ids(&body), want[1..3]);
+}
+both!(fuzzy_order_with_rows_out_of_order);
