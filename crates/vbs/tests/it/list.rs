@@ -28,6 +28,23 @@ fn names(body: &Value) -> Vec<Option<String>> {
         .unwrap_or_default()
 }
 
+/// Pages through project A with `marker` set to each page's last id, as clients do.
+async fn page_by_marker(s: &Server, query: &str, mv: Option<&str>) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let q = match all.last() {
+            None => query.to_owned(),
+            Some(last) => format!("{query}&marker={last}"),
+        };
+        let (_, body) = s.list(&q, mv).await;
+        let page = page_ids(&body);
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
 async fn summary_view_and_default_order(b: Backend) {
     let s = Server::start(b);
     let (status, body) = s.list("", None).await;
@@ -560,22 +577,7 @@ async fn sorting(b: Backend) {
     assert_eq!(page_ids(&body), by_id);
     // Mixed directions, paged with markers, equals the one-shot order.
     let (_, full) = s.list("?sort=status:asc,size:desc", None).await;
-    let mut paged = Vec::new();
-    let mut marker = String::new();
-    loop {
-        let q = if marker.is_empty() {
-            "?sort=status:asc,size:desc&limit=7".to_owned()
-        } else {
-            format!("?sort=status:asc,size:desc&limit=7&marker={marker}")
-        };
-        let (_, body) = s.list(&q, None).await;
-        let page = page_ids(&body);
-        if page.is_empty() {
-            break;
-        }
-        marker = page.last().unwrap().clone();
-        paged.extend(page);
-    }
+    let paged = page_by_marker(&s, "?sort=status:asc,size:desc&limit=7", None).await;
     assert_eq!(paged, page_ids(&full));
     let statuses: Vec<String> = full["backups"]
         .as_array()
@@ -592,22 +594,7 @@ async fn sorting(b: Backend) {
     sorted_statuses.sort();
     assert_eq!(statuses, sorted_statuses);
     // Name paging with markers across NULL names.
-    let mut paged = Vec::new();
-    let mut marker = String::new();
-    loop {
-        let q = if marker.is_empty() {
-            "?sort=name:asc&limit=6".to_owned()
-        } else {
-            format!("?sort=name:asc&limit=6&marker={marker}")
-        };
-        let (_, body) = s.list(&q, Some("3.37")).await;
-        let page = page_ids(&body);
-        if page.is_empty() {
-            break;
-        }
-        marker = page.last().unwrap().clone();
-        paged.extend(page);
-    }
+    let paged = page_by_marker(&s, "?sort=name:asc&limit=6", Some("3.37")).await;
     assert_eq!(paged, sorted(&by("display_name"), false));
     // Errors.
     assert_fault(
