@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
 pub use backups::{
     BackupQuery, BackupRecord, BackupSummary, Column, ColumnKind, Filter, ListPage, SortDir,
@@ -140,10 +140,22 @@ impl Catalog {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the one writer; FULL keeps every
-                        // commit durable (a backup's `available` must survive power loss).
+                        // WAL lets readers run beside the one writer. Switching modes takes
+                        // a lock that busy_timeout cannot wait for, so a connection only
+                        // asks when the file is not in WAL yet (a new database, or one a
+                        // bulk load left in rollback mode); otherwise opening beside a busy
+                        // process could fail at once.
+                        let mode: String = sqlx::query("PRAGMA journal_mode")
+                            .fetch_one(&mut *conn)
+                            .await?
+                            .try_get(0)?;
+                        if !mode.eq_ignore_ascii_case("wal") {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                        }
+                        // FULL keeps every commit durable (a backup's `available` must
+                        // survive power loss).
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                            "PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; \
                              PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;",
                         )

@@ -4,7 +4,7 @@
 mod config;
 mod serve;
 
-use std::io::{BufReader, Write as _};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -102,9 +102,6 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .with_context(|| format!("binding {}", config.listen))?;
-                // One line on stdout tells scripts and tests where we are.
-                println!("listening on {}", listener.local_addr()?);
-                std::io::stdout().flush()?;
                 serve::run(config, listener, serve::shutdown_signal()).await
             })
         }

@@ -37,7 +37,12 @@ pub async fn run(
         public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
     };
     let app = vbs_api::router(state);
-    tracing::info!(addr = %listener.local_addr()?, auth = ?config.auth, "serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, auth = ?config.auth, "serving");
+    // One line on stdout tells scripts and tests that we are ready, and where: only
+    // now, with the catalog migrated, so nothing they do races the migration.
+    println!("listening on {addr}");
+    std::io::Write::flush(&mut std::io::stdout())?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
