@@ -6,24 +6,64 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{ErrorCode, TransactionBehavior, params_from_iter, types::Value as Sv};
+use rusqlite::{ErrorCode, ToSql, TransactionBehavior};
 
 use crate::CatalogError;
 use crate::import::{
     BULK_MIN, Batches, INSERT_COLUMNS, ImportError, ImportStats, NCOLS, RECOUNT, Row27, bad,
 };
 
-fn row_values(row: &Row27) -> impl Iterator<Item = Sv> + '_ {
-    let text = |t: &Option<String>| t.clone().map_or(Sv::Null, Sv::Text);
-    let int = |v: Option<i64>| v.map_or(Sv::Null, Sv::Integer);
-    row.key
-        .iter()
-        .map(|k| Sv::Text(k.clone()))
-        .chain(std::iter::once(Sv::Integer(row.created_at)))
-        .chain(row.text.iter().map(text))
-        .chain(row.counts.iter().map(|&c| Sv::Integer(c)))
-        .chain(row.times.iter().map(move |&t| int(t)))
-        .chain(std::iter::once(Sv::Integer(row.deleted)))
+/// The row's values in `INSERT_COLUMNS` order, borrowed (nothing is copied to bind).
+fn row_params(row: &Row27) -> [&dyn ToSql; NCOLS] {
+    let [id, volume_id, project_id, status] = &row.key;
+    let [
+        t0,
+        t1,
+        t2,
+        t3,
+        t4,
+        t5,
+        t6,
+        t7,
+        t8,
+        t9,
+        t10,
+        t11,
+        t12,
+        t13,
+        t14,
+    ] = &row.text;
+    let [size, objects, dependents] = &row.counts;
+    let [updated, deleted_at, data_ts] = &row.times;
+    [
+        id,
+        volume_id,
+        project_id,
+        status,
+        &row.created_at,
+        t0,
+        t1,
+        t2,
+        t3,
+        t4,
+        t5,
+        t6,
+        t7,
+        t8,
+        t9,
+        t10,
+        t11,
+        t12,
+        t13,
+        t14,
+        size,
+        objects,
+        dependents,
+        updated,
+        deleted_at,
+        data_ts,
+        &row.deleted,
+    ]
 }
 
 /// Loads the batches into the database at `path`, all or nothing.
@@ -123,7 +163,7 @@ fn load_in_transaction(
             .map_err(CatalogError::from)?;
         while let Some(batch) = batches.blocking_recv() {
             for row in &batch? {
-                if let Err(e) = insert.execute(params_from_iter(row_values(row))) {
+                if let Err(e) = insert.execute(row_params(row).as_slice()) {
                     if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
                         let id = &row.key[0];
                         return Err(bad(
