@@ -330,7 +330,8 @@ impl Catalog {
         input: impl BufRead + Send + 'static,
         total_hint: u64,
     ) -> Result<ImportStats, ImportError> {
-        let catalog = Catalog::open(options).await?;
+        // The load needs no read connections; on SQLite it closes even the pool first.
+        let catalog = Catalog::open_with(options, false).await?;
         let sqlite_path = catalog.sqlite_path.clone();
         if sqlite_path.is_some() {
             catalog.close().await;

@@ -14,56 +14,15 @@ use crate::import::{
 };
 
 /// The row's values in `INSERT_COLUMNS` order, borrowed (nothing is copied to bind).
-fn row_params(row: &Row27) -> [&dyn ToSql; NCOLS] {
-    let [id, volume_id, project_id, status] = &row.key;
-    let [
-        t0,
-        t1,
-        t2,
-        t3,
-        t4,
-        t5,
-        t6,
-        t7,
-        t8,
-        t9,
-        t10,
-        t11,
-        t12,
-        t13,
-        t14,
-    ] = &row.text;
-    let [size, objects, dependents] = &row.counts;
-    let [updated, deleted_at, data_ts] = &row.times;
-    [
-        id,
-        volume_id,
-        project_id,
-        status,
-        &row.created_at,
-        t0,
-        t1,
-        t2,
-        t3,
-        t4,
-        t5,
-        t6,
-        t7,
-        t8,
-        t9,
-        t10,
-        t11,
-        t12,
-        t13,
-        t14,
-        size,
-        objects,
-        dependents,
-        updated,
-        deleted_at,
-        data_ts,
-        &row.deleted,
-    ]
+fn row_params(row: &Row27) -> Vec<&dyn ToSql> {
+    let mut params: Vec<&dyn ToSql> = Vec::with_capacity(NCOLS);
+    params.extend(row.key.iter().map(|v| v as &dyn ToSql));
+    params.push(&row.created_at);
+    params.extend(row.text.iter().map(|v| v as &dyn ToSql));
+    params.extend(row.counts.iter().map(|v| v as &dyn ToSql));
+    params.extend(row.times.iter().map(|v| v as &dyn ToSql));
+    params.push(&row.deleted);
+    params
 }
 
 /// Loads the batches into the database at `path`, all or nothing.

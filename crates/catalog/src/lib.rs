@@ -111,6 +111,14 @@ impl CatalogOptions {
 impl Catalog {
     /// Opens (creating if needed) the catalog and brings its schema up to date.
     pub async fn open(options: &CatalogOptions) -> Result<Self, CatalogError> {
+        Self::open_with(options, true).await
+    }
+
+    /// `readers`: open the SQLite read connections (a bulk load does without them).
+    pub(crate) async fn open_with(
+        options: &CatalogOptions,
+        readers: bool,
+    ) -> Result<Self, CatalogError> {
         sqlx::any::install_default_drivers();
         let dialect = if options.url.starts_with("sqlite:") {
             Dialect::Sqlite
@@ -181,8 +189,10 @@ impl Catalog {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            let readers = read::SqliteReaders::open(&path, options.max_connections as usize)?;
-            catalog.readers = Some(std::sync::Arc::new(readers));
+            if readers {
+                let readers = read::SqliteReaders::open(&path, options.max_connections as usize)?;
+                catalog.readers = Some(std::sync::Arc::new(readers));
+            }
             catalog.sqlite_path = Some(path);
         }
         Ok(catalog)

@@ -1,8 +1,7 @@
 //! Volume records. This issue's API only lists them (clients resolve volume names
 //! before listing backups); creating and managing volumes builds on these rows.
 
-use sqlx::{AssertSqlSafe, Row};
-
+use crate::read::{Cost, DbRow, Sql, Value};
 use crate::{Catalog, CatalogError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +21,24 @@ pub struct VolumeRecord {
     pub updated_at: Option<i64>,
 }
 
+fn volume_from_row(r: &dyn DbRow) -> Result<VolumeRecord, CatalogError> {
+    Ok(VolumeRecord {
+        id: r.text(0)?,
+        project_id: r.text(1)?,
+        user_id: r.opt_text(2)?,
+        display_name: r.opt_text(3)?,
+        display_description: r.opt_text(4)?,
+        size: r.int(5)?,
+        status: r.text(6)?,
+        attach_status: r.text(7)?,
+        availability_zone: r.opt_text(8)?,
+        volume_type: r.opt_text(9)?,
+        bootable: r.int(10)? != 0,
+        created_at: r.int(11)?,
+        updated_at: r.opt_int(12)?,
+    })
+}
+
 impl Catalog {
     /// Live volumes, newest first, at most `limit`; optionally in one project and with
     /// one exact name.
@@ -31,54 +48,25 @@ impl Catalog {
         name: Option<&str>,
         limit: u64,
     ) -> Result<Vec<VolumeRecord>, CatalogError> {
-        let mut sql = String::from(
+        let mut sql = Sql::default();
+        sql.push(
             "SELECT id, project_id, user_id, display_name, display_description, size, status, \
              attach_status, availability_zone, volume_type, bootable, created_at, updated_at \
              FROM volumes WHERE deleted = 0",
         );
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if project_id.is_some() {
-            sql.push_str(&format!(" AND project_id = {}", next()));
-        }
-        if name.is_some() {
-            sql.push_str(&format!(" AND display_name = {}", next()));
-        }
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id DESC LIMIT {}",
-            next()
-        ));
-        let mut q = sqlx::query(AssertSqlSafe(sql));
         if let Some(p) = project_id {
-            q = q.bind(p.to_owned());
+            sql.push(" AND project_id = ")
+                .bind(Value::Text(p.to_owned()));
         }
         if let Some(v) = name {
-            q = q.bind(v.to_owned());
+            sql.push(" AND display_name = ")
+                .bind(Value::Text(v.to_owned()));
         }
-        q = q.bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = q.fetch_all(self.pool()).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VolumeRecord {
-                    id: r.try_get(0)?,
-                    project_id: r.try_get(1)?,
-                    user_id: r.try_get(2)?,
-                    display_name: r.try_get(3)?,
-                    display_description: r.try_get(4)?,
-                    size: r.try_get(5)?,
-                    status: r.try_get(6)?,
-                    attach_status: r.try_get(7)?,
-                    availability_zone: r.try_get(8)?,
-                    volume_type: r.try_get(9)?,
-                    bootable: r.try_get::<i64, _>(10)? != 0,
-                    created_at: r.try_get(11)?,
-                    updated_at: r.try_get(12)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(CatalogError::from)
+        // A literal LIMIT, as in the backup lists (a bound one makes SQLite re-prepare).
+        sql.push(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ));
+        self.fetch(sql, Cost::Small, volume_from_row).await
     }
 }

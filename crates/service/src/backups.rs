@@ -196,16 +196,10 @@ impl BackupService {
         ctx: &Context,
         req: ListRequest<'_>,
     ) -> Result<BackupList<BackupSummary>, Error> {
-        let (query, link_limit) = self.list_query(ctx, req)?;
-        let page = match query {
-            Some(q) => self
-                .catalog
-                .list_backup_summaries(&q)
-                .await
-                .map_err(marker_not_found(&q))?,
-            None => empty_page(req),
-        };
-        Ok(BackupList { page, link_limit })
+        self.list(ctx, req, async |q| {
+            self.catalog.list_backup_summaries(q).await
+        })
+        .await
     }
 
     /// Lists full records (`GET /backups/detail`).
@@ -214,14 +208,25 @@ impl BackupService {
         ctx: &Context,
         req: ListRequest<'_>,
     ) -> Result<BackupList<BackupRecord>, Error> {
-        let (query, link_limit) = self.list_query(ctx, req)?;
-        let page = match query {
-            Some(q) => self
-                .catalog
-                .list_backup_records(&q)
-                .await
-                .map_err(marker_not_found(&q))?,
-            None => empty_page(req),
+        self.list(ctx, req, async |q| {
+            self.catalog.list_backup_records(q).await
+        })
+        .await
+    }
+
+    async fn list<T>(
+        &self,
+        ctx: &Context,
+        req: ListRequest<'_>,
+        fetch: impl AsyncFnOnce(&BackupQuery) -> Result<ListPage<T>, CatalogError>,
+    ) -> Result<BackupList<T>, Error> {
+        let (plan, link_limit) = self.list_query(ctx, req)?;
+        let page = match plan {
+            ListPlan::Query(q) => fetch(&q).await.map_err(marker_not_found(&q))?,
+            ListPlan::Empty { with_count } => ListPage {
+                items: Vec::new(),
+                count: with_count.then_some(0),
+            },
         };
         Ok(BackupList { page, link_limit })
     }
@@ -246,13 +251,8 @@ impl BackupService {
         Ok(record)
     }
 
-    /// Turns the request into a catalog query; `None` when Cinder would answer an empty
-    /// list without looking (an admin filter on a column backups do not have).
-    fn list_query(
-        &self,
-        ctx: &Context,
-        req: ListRequest<'_>,
-    ) -> Result<(Option<BackupQuery>, u64), Error> {
+    /// Turns the request into a catalog query, and the limit of Cinder's link rule.
+    fn list_query(&self, ctx: &Context, req: ListRequest<'_>) -> Result<(ListPlan, u64), Error> {
         if !ctx.can_read() {
             return Err(Error::Forbidden("backup:get_all"));
         }
@@ -335,7 +335,7 @@ impl BackupService {
             }
             let Some(column) = Column::from_name(name) else {
                 // Cinder answers an empty list for a filter on a column that does not exist.
-                return Ok((None, paging.link_limit));
+                return Ok((ListPlan::Empty { with_count }, paging.link_limit));
             };
             query_filters.push(if fuzzy {
                 Filter::Contains(column, value)
@@ -352,19 +352,18 @@ impl BackupService {
             limit: paging.limit,
             with_count,
         };
-        Ok((Some(query), paging.link_limit))
+        Ok((ListPlan::Query(query), paging.link_limit))
     }
 }
 
-fn empty_page<T>(req: ListRequest<'_>) -> ListPage<T> {
-    let with_count = req.version.at_least(Microversion::COUNT)
-        && last(req.params, "with_count")
-            .and_then(parse_bool)
-            .unwrap_or(false);
-    ListPage {
-        items: Vec::new(),
-        count: with_count.then_some(0),
-    }
+/// What a list request comes to.
+enum ListPlan {
+    Query(BackupQuery),
+    /// Cinder answers an empty list without looking (an admin filter on a column backups
+    /// do not have).
+    Empty {
+        with_count: bool,
+    },
 }
 
 fn marker_not_found(q: &BackupQuery) -> impl FnOnce(CatalogError) -> Error + '_ {
