@@ -1,0 +1,3 @@
+//! The backup engine: volume bytes in, content-addressed chunks out, and back.
+
+pub mod pool;

@@ -1,0 +1,1 @@
+//! The volume pool: sparse raw image files under the data directory.

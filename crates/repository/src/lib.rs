@@ -1,0 +1,1 @@
+//! Where backup bytes live.
