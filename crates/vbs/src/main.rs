@@ -2,6 +2,7 @@
 //! workers and the scheduler); `vbs admin …` holds operator tools.
 
 mod config;
+mod engine_cli;
 mod serve;
 
 use std::io::BufReader;
@@ -63,6 +64,11 @@ enum AdminCommand {
         /// JSON lines file, one Cinder `backups` row a line.
         file: PathBuf,
     },
+    /// The backup engine on its own, on a repository directory (benchmarks, inspection).
+    Engine {
+        #[command(subcommand)]
+        command: engine_cli::EngineCommand,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -121,6 +127,17 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);
             runtime.block_on(import_backups(&config, &file))
+        }
+        Command::Admin {
+            command: AdminCommand::Engine { command },
+        } => {
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            runtime.block_on(engine_cli::run(command))
         }
     }
 }

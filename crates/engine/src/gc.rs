@@ -1,0 +1,71 @@
+//! Deleting backups and collecting garbage.
+//!
+//! Deleting a backup removes only its manifest. Packs are shared (an incremental reads
+//! its parent's packs), so they go in a separate sweep: every pack that no stored
+//! manifest names is garbage. A backup being written has packs but no manifest yet, so
+//! the sweep must not run while one is being written: the caller holds the catalog's
+//! repository lock in exclusive mode around [`Engine::gc`], writers hold it shared
+//! (docs/repository.md, "Garbage collection").
+
+use std::collections::HashSet;
+
+use crate::format::{Manifest, manifest_key, pack_key};
+use crate::{Engine, EngineError};
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcStats {
+    pub manifests: u64,
+    pub packs_kept: u64,
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+impl Engine {
+    /// Removes a backup's manifest: from now on the backup does not exist. Idempotent.
+    pub async fn delete_backup(&self, backup_id: &str) -> Result<(), EngineError> {
+        self.store.delete(&manifest_key(backup_id)).await?;
+        Ok(())
+    }
+
+    /// Ids of all stored backups.
+    pub async fn backups(&self) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .store
+            .list("manifests/")
+            .await?
+            .into_iter()
+            .filter_map(|o| o.key.strip_prefix("manifests/").map(str::to_owned))
+            .collect())
+    }
+
+    /// Deletes every pack that no stored manifest names. A manifest that cannot be read
+    /// stops the sweep (deleting on a partial view could destroy live data).
+    pub async fn gc(&self) -> Result<GcStats, EngineError> {
+        let mut live: HashSet<String> = HashSet::new();
+        let mut stats = GcStats::default();
+        for id in self.backups().await? {
+            let stored = self.store.get(&manifest_key(&id)).await?;
+            let packs = tokio::task::spawn_blocking(move || {
+                Manifest::decode(&id, &stored).map(|m| m.header.packs)
+            })
+            .await
+            .map_err(|e| EngineError::Invalid(format!("gc: {e}")))??;
+            live.extend(packs);
+            stats.manifests += 1;
+        }
+        for obj in self.store.list("packs/").await? {
+            let Some(id) = obj.key.rsplit('/').next() else {
+                continue;
+            };
+            if live.contains(id) {
+                stats.packs_kept += 1;
+                continue;
+            }
+            self.store.delete(&pack_key(id)).await?;
+            stats.packs_deleted += 1;
+            stats.bytes_deleted += obj.size;
+        }
+        tracing::info!(?stats, "garbage collected");
+        Ok(stats)
+    }
+}

@@ -1,0 +1,132 @@
+//! `vbs admin engine …`: the backup engine on its own, without the catalog or the API,
+//! for benchmarks (bench/engine) and for operators inspecting a repository. Every
+//! command prints one JSON object on stdout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use vbs_engine::{BackupOptions, Engine, EngineOptions, Progress, RestoreOptions};
+use vbs_repository::Store;
+
+#[derive(Subcommand)]
+pub enum EngineCommand {
+    /// Back up a volume file or block device into a repository directory.
+    Backup {
+        #[arg(long)]
+        repository: PathBuf,
+        #[arg(long)]
+        volume: PathBuf,
+        /// Store only what this earlier backup does not already have.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Backup id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Restore a backup onto a file (created if missing) or block device.
+    Restore {
+        #[arg(long)]
+        repository: PathBuf,
+        #[arg(long)]
+        backup: String,
+        #[arg(long)]
+        target: PathBuf,
+    },
+    /// Re-read and re-hash stored backups (all when none is named).
+    Verify {
+        #[arg(long)]
+        repository: PathBuf,
+        backups: Vec<String>,
+    },
+    /// Remove a backup's manifest (its data goes at the next gc).
+    Delete {
+        #[arg(long)]
+        repository: PathBuf,
+        backup: String,
+    },
+    /// Delete packs no backup references.
+    Gc {
+        #[arg(long)]
+        repository: PathBuf,
+    },
+}
+
+fn engine(repository: &std::path::Path) -> anyhow::Result<Engine> {
+    let store = Store::local(repository)
+        .with_context(|| format!("opening repository {}", repository.display()))?;
+    Ok(Engine::new(store, EngineOptions::default()))
+}
+
+fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
+    match command {
+        EngineCommand::Backup {
+            repository,
+            volume,
+            parent,
+            id,
+        } => {
+            let stats = engine(&repository)?
+                .backup(BackupOptions {
+                    backup_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    source: volume,
+                    parent,
+                    progress: Arc::new(Progress::default()),
+                    cancel: Arc::default(),
+                })
+                .await?;
+            print(&stats)
+        }
+        EngineCommand::Restore {
+            repository,
+            backup,
+            target,
+        } => {
+            let stats = engine(&repository)?
+                .restore(RestoreOptions {
+                    backup_id: backup,
+                    target,
+                    progress: Arc::new(Progress::default()),
+                    cancel: Arc::default(),
+                })
+                .await?;
+            print(&stats)
+        }
+        EngineCommand::Verify {
+            repository,
+            mut backups,
+        } => {
+            let engine = engine(&repository)?;
+            if backups.is_empty() {
+                backups = engine.backups().await?;
+                backups.sort();
+            }
+            let mut damaged = Vec::new();
+            let mut reports = Vec::new();
+            for id in backups {
+                let report = engine.verify(&id).await?;
+                if !report.is_intact() {
+                    damaged.push(id.clone());
+                }
+                reports.push(report);
+            }
+            print(&serde_json::json!({"damaged": damaged, "reports": reports}))?;
+            if damaged.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("damaged backups: {}", damaged.join(", "))
+            }
+        }
+        EngineCommand::Delete { repository, backup } => {
+            engine(&repository)?.delete_backup(&backup).await?;
+            print(&serde_json::json!({"deleted": backup}))
+        }
+        EngineCommand::Gc { repository } => print(&engine(&repository)?.gc().await?),
+    }
+}
