@@ -1,13 +1,17 @@
-//! The HTTP API of vbs: the Cinder v3 backups API (and its deprecated v2 read routes)
-//! with Cinder's microversions, faults and links. Handlers extract, call the service,
-//! and render a view; nothing here touches SQL or backup bytes.
+//! The HTTP API of vbs: the Cinder v3 backups API (and its deprecated v2 read routes),
+//! volumes, snapshots and manage-existing, with Cinder's microversions, faults and
+//! links. Handlers extract, call the service, and render a view; nothing here touches
+//! SQL or volume bytes.
 
 mod auth;
 mod backups;
+mod body;
 mod call;
 mod error;
 pub mod keystone;
 mod links;
+mod manage;
+mod snapshots;
 mod version;
 mod versions;
 mod volumes;
@@ -19,10 +23,10 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use tracing::Instrument;
-use vbs_service::BackupService;
+use vbs_service::{BackupService, VolumeService};
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -32,6 +36,7 @@ pub use keystone::{Keystone, KeystoneOptions};
 #[derive(Clone)]
 pub struct AppState {
     pub backups: BackupService,
+    pub volumes: VolumeService,
     pub auth: Arc<Authenticator>,
     /// Scheme, host and path prefix that links use instead of the request's host.
     pub public_endpoint: Option<Arc<str>>,
@@ -102,10 +107,41 @@ pub fn router(state: AppState) -> Router {
     }
     for prefix in ["/v3/{project_id}", "/v3"] {
         r = r
-            .route(&format!("{prefix}/volumes"), get(volumes::list_volumes))
+            .route(
+                &format!("{prefix}/volumes"),
+                get(volumes::list_volumes).post(volumes::create_volume),
+            )
             .route(
                 &format!("{prefix}/volumes/detail"),
                 get(volumes::list_volumes_detail),
+            )
+            .route(
+                &format!("{prefix}/volumes/{{volume_id}}"),
+                get(volumes::show_volume).delete(volumes::delete_volume),
+            )
+            .route(
+                &format!("{prefix}/volumes/{{volume_id}}/action"),
+                post(volumes::volume_action),
+            )
+            .route(
+                &format!("{prefix}/manageable_volumes"),
+                post(manage::manage_volume),
+            )
+            .route(
+                &format!("{prefix}/os-volume-manage"),
+                post(manage::manage_volume),
+            )
+            .route(
+                &format!("{prefix}/snapshots"),
+                get(snapshots::list_snapshots).post(snapshots::create_snapshot),
+            )
+            .route(
+                &format!("{prefix}/snapshots/detail"),
+                get(snapshots::list_snapshots_detail),
+            )
+            .route(
+                &format!("{prefix}/snapshots/{{snapshot_id}}"),
+                get(snapshots::show_snapshot).delete(snapshots::delete_snapshot),
             );
     }
     r.fallback(not_found)

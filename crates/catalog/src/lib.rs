@@ -11,8 +11,10 @@ mod import;
 mod import_sqlite;
 mod migrate;
 mod read;
+mod snapshots;
 pub mod ts;
 mod volumes;
+mod write;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -26,7 +28,10 @@ pub use backups::{
     SortKey,
 };
 pub use import::{ImportError, ImportStats};
-pub use volumes::VolumeRecord;
+pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
+pub use volumes::{
+    AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,
+};
 
 /// Errors of the catalog. Callers branch on the variant; the source is kept for logs.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,9 @@ pub enum CatalogError {
     /// The record asked for does not exist (or is soft-deleted).
     #[error("not found")]
     NotFound,
+    /// A record with the same unique key exists already.
+    #[error("already exists")]
+    AlreadyExists,
     /// The catalog URL or its options are unusable.
     #[error("invalid catalog configuration: {0}")]
     Config(String),

@@ -8,16 +8,30 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::{Catalog, CatalogError, Dialect};
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../migrations/sqlite/0001_catalog.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../migrations/postgres/0001_catalog.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../migrations/sqlite/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "volumes",
+        include_str!("../migrations/sqlite/0002_volumes.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../migrations/postgres/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "volumes",
+        include_str!("../migrations/postgres/0002_volumes.sql"),
+    ),
+];
 
 pub(crate) async fn run(catalog: &Catalog) -> Result<(), CatalogError> {
     let list = match catalog.dialect {

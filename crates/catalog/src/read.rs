@@ -43,7 +43,9 @@ impl Sql {
         self
     }
 
-    fn into_query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    pub(crate) fn into_query(
+        self,
+    ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text));
         for b in self.binds {
             q = match b {

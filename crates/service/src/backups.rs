@@ -35,7 +35,7 @@ pub struct BackupList<T> {
     pub link_limit: u64,
 }
 
-fn last<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn last<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()
@@ -72,14 +72,14 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 /// Keys that are paging or sorting, never filters.
 const CONTROL_KEYS: &[&str] = &["limit", "offset", "marker", "sort", "sort_key", "sort_dir"];
 
-struct Paging {
-    limit: u64,
-    link_limit: u64,
-    offset: u64,
-    marker: Option<String>,
+pub(crate) struct Paging {
+    pub limit: u64,
+    pub link_limit: u64,
+    pub offset: u64,
+    pub marker: Option<String>,
 }
 
-fn paging(params: &[(String, String)]) -> Result<Paging, Error> {
+pub(crate) fn paging(params: &[(String, String)]) -> Result<Paging, Error> {
     let limit = match last(params, "limit") {
         None => MAX_LIMIT,
         Some(v) => match parse_int(v) {

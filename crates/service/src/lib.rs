@@ -1,15 +1,27 @@
-//! The domain of vbs: who may do what, and the rules of each backup operation. The API
-//! crate turns HTTP into calls here; this crate turns them into catalog queries.
+//! The domain of vbs: who may do what, and the rules of each backup, volume and snapshot
+//! operation. The API crate turns HTTP into calls here; this crate turns them into
+//! catalog queries and volume-pool file work.
 
 mod backups;
 mod context;
 mod error;
+mod manage;
 mod microversion;
+pub mod schema;
+mod snapshots;
+mod volume_actions;
+mod volumes;
 
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
 pub use context::{Context, Role};
 pub use error::Error;
+pub use manage::ManageVolumeOptions;
 pub use microversion::Microversion;
+pub use snapshots::CreateSnapshotOptions;
+pub use volumes::{
+    CreateVolumeOptions, DEFAULT_AZ, DEFAULT_TYPE, Listed, POOL_HOST, VOLUME_STATUSES,
+    VolumeService,
+};
 
 /// The filters non-admins may use on backup lists (Cinder's `resource_filters.json`
 /// entry for `backup`, as the VBS founding document extends it).

@@ -18,16 +18,31 @@ impl Microversion {
     /// The newest version served (Cinder's current maximum).
     pub const MAX: Microversion = Microversion::new(3, 71);
 
+    pub const MANAGE_EXISTING_LIST: Microversion = Microversion::new(3, 8);
     pub const UPDATE: Microversion = Microversion::new(3, 9);
+    pub const GROUP_VOLUME: Microversion = Microversion::new(3, 13);
+    pub const GROUP_SNAPSHOTS: Microversion = Microversion::new(3, 14);
+    pub const VOLUME_DETAIL_PROVIDER_ID: Microversion = Microversion::new(3, 21);
+    pub const VOLUME_DELETE_FORCE: Microversion = Microversion::new(3, 23);
     pub const PROJECT_ATTR: Microversion = Microversion::new(3, 18);
     pub const RESOURCE_FILTER: Microversion = Microversion::new(3, 31);
     pub const LIKE_FILTER: Microversion = Microversion::new(3, 34);
     pub const SORT_NAME: Microversion = Microversion::new(3, 37);
+    pub const SNAPSHOT_LIST_USER_ID: Microversion = Microversion::new(3, 41);
+    pub const VOLUME_EXTEND_INUSE: Microversion = Microversion::new(3, 42);
     pub const METADATA: Microversion = Microversion::new(3, 43);
     pub const COUNT: Microversion = Microversion::new(3, 45);
+    pub const VOLUME_CREATE_FROM_BACKUP: Microversion = Microversion::new(3, 47);
+    pub const SHARED_TARGETS: Microversion = Microversion::new(3, 48);
     pub const AZ: Microversion = Microversion::new(3, 51);
+    pub const VOLUME_SCHEMA_CHANGES: Microversion = Microversion::new(3, 53);
     pub const USER_ID: Microversion = Microversion::new(3, 56);
+    pub const VOLUME_CLUSTER_NAME: Microversion = Microversion::new(3, 61);
+    pub const VOLUME_TYPE_ID: Microversion = Microversion::new(3, 63);
     pub const ENCRYPTION_KEY: Microversion = Microversion::new(3, 64);
+    pub const USE_QUOTA: Microversion = Microversion::new(3, 65);
+    pub const SNAPSHOT_IN_USE: Microversion = Microversion::new(3, 66);
+    pub const SHARED_TARGETS_TRISTATE: Microversion = Microversion::new(3, 69);
 
     pub fn at_least(self, other: Microversion) -> bool {
         self >= other

@@ -1,5 +1,6 @@
-//! Start-up and shutdown of `vbs serve`, top to bottom: open the catalog, build the
-//! state, serve until the shutdown signal, drain, close.
+//! Start-up and shutdown of `vbs serve`, top to bottom: open the catalog and the volume
+//! pool, fail work a previous run left unfinished, build the state, serve until the
+//! shutdown signal, drain, close.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use vbs_api::{AppState, Authenticator, Keystone};
 use vbs_catalog::Catalog;
-use vbs_service::BackupService;
+use vbs_engine::pool::Pool;
+use vbs_service::{BackupService, VolumeService};
 
 use crate::config::{AuthMode, Config};
 
@@ -23,6 +25,19 @@ pub async fn run(
         .await
         .context("opening the catalog")?;
     tracing::info!(dialect = ?catalog.dialect(), "catalog ready");
+    let pool = Pool::open(&config.data_dir).context("opening the volume pool")?;
+    let volumes = VolumeService::new(catalog.clone(), pool);
+    // Copies and deletes run inside this process: any left running are gone.
+    let failed = volumes
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("marking interrupted volume work failed: {e}"))?;
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "volume work interrupted by the last shutdown marked failed"
+        );
+    }
 
     let auth = match config.auth {
         AuthMode::Noauth => Authenticator::NoAuth,
@@ -33,6 +48,7 @@ pub async fn run(
     };
     let state = AppState {
         backups: BackupService::new(catalog.clone(), config.backup_filters.clone()),
+        volumes,
         auth: Arc::new(auth),
         public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
     };
