@@ -7,3 +7,4 @@ mod admin;
 mod detail;
 mod list;
 mod protocol;
+mod volumes;
