@@ -227,9 +227,10 @@ pub fn extend(path: &Path, size: u64) -> Result<(), PoolError> {
     f.sync_all().map_err(PoolError::io("syncing", path))
 }
 
-/// Removes an image and `fsync`s its directory. Removing what is not there is not an
-/// error (a retried delete succeeds).
+/// Removes an image (and any temporary file a crash left beside it) and `fsync`s its
+/// directory. Removing what is not there is not an error (a retried delete succeeds).
 pub fn remove(path: &Path) -> Result<(), PoolError> {
+    let _ = std::fs::remove_file(temp_path(path));
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

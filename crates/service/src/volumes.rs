@@ -400,9 +400,17 @@ impl VolumeService {
                 "error"
             }
         };
-        self.catalog
+        let moved = self
+            .catalog
             .set_volume_status(id, &["creating"], status, Previous::Keep)
             .await?;
+        if !moved && made.is_ok() {
+            // Force-deleted while its file was being made: the file is an orphan now.
+            let path = self.pool.volume_path(id);
+            if let Err(e) = blocking(move || pool::remove(&path)).await {
+                tracing::warn!(volume = %id, error = %e, "removing an orphaned image");
+            }
+        }
         Ok(())
     }
 
