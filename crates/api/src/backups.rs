@@ -1,14 +1,17 @@
 //! `/v3/{project_id}/backups…`, the project-less `/v3/backups…`, and the deprecated
 //! `/v2/{project_id}/backups…` read routes.
 
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use vbs_catalog::{BackupRecord, BackupSummary, ts};
 use vbs_service::{BackupList, ListRequest, Microversion};
 
+use crate::body::JsonBody;
 use crate::call::Call;
 use crate::error::ApiError;
 use crate::links::{Base, Link};
+use crate::volumes::accepted;
 use crate::{AppState, json_response};
 use axum::extract::State;
 
@@ -78,9 +81,140 @@ pub async fn show_backup(State(state): State<AppState>, call: Call) -> Result<Re
         .backups
         .get(&call.ctx, call.path_param("backup_id"))
         .await?;
-    Ok(json_response(&ShowView {
-        backup: DetailView::new(&call, &record),
+    let mut backup = DetailView::new(&call, &record);
+    if matches!(record.status.as_str(), "creating" | "restoring") {
+        backup.progress = state
+            .lifecycle
+            .catalog()
+            .backup_progress(&record.id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| serde_json::from_str(&p).ok());
+    }
+    Ok(json_response(&ShowView { backup }))
+}
+
+/// `POST …/backups` → 202 with the summary view.
+pub async fn create_backup(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let b = state
+        .lifecycle
+        .create(&call.ctx, call.version.version, &body)
+        .await?;
+    Ok(accepted(&OneSummary {
+        backup: summary_of(&call, &b),
     }))
+}
+
+/// `PUT …/backups/{backup_id}` (≥ 3.9) → 200 with the summary view.
+pub async fn update_backup(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    if !call.version.version.at_least(Microversion::UPDATE) {
+        return Err(ApiError::not_found(crate::error::GENERIC_404));
+    }
+    let b = state
+        .lifecycle
+        .update(
+            &call.ctx,
+            call.version.version,
+            call.path_param("backup_id"),
+            &body,
+        )
+        .await?;
+    Ok(json_response(&OneSummary {
+        backup: summary_of(&call, &b),
+    }))
+}
+
+/// `DELETE …/backups/{backup_id}` → 202.
+pub async fn delete_backup(
+    State(state): State<AppState>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    state
+        .lifecycle
+        .delete(&call.ctx, call.path_param("backup_id"))
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST …/backups/{backup_id}/restore` → 202.
+pub async fn restore_backup(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let r = state
+        .lifecycle
+        .restore(&call.ctx, call.path_param("backup_id"), &body)
+        .await?;
+    Ok(accepted(&serde_json::json!({"restore": {
+        "backup_id": r.backup_id,
+        "volume_id": r.volume_id,
+        "volume_name": r.volume_name,
+    }})))
+}
+
+/// `POST …/backups/{backup_id}/action` (`os-reset_status`, `os-force_delete`) → 202.
+pub async fn backup_action(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    state
+        .lifecycle
+        .action(&call.ctx, call.path_param("backup_id"), &body)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET …/backups/{backup_id}/export_record` → 200.
+pub async fn export_record(
+    State(state): State<AppState>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    let (service, url) = state
+        .lifecycle
+        .export_record(&call.ctx, call.path_param("backup_id"))
+        .await?;
+    Ok(json_response(&serde_json::json!({"backup-record": {
+        "backup_service": service,
+        "backup_url": url,
+    }})))
+}
+
+/// `POST …/backups/import_record` → 201 with the summary view.
+pub async fn import_record(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let b = state.lifecycle.import_record(&call.ctx, &body).await?;
+    let mut resp = json_response(&OneSummary {
+        backup: summary_of(&call, &b),
+    });
+    *resp.status_mut() = StatusCode::CREATED;
+    Ok(resp)
+}
+
+#[derive(Serialize)]
+struct OneSummary<'a> {
+    backup: SummaryView<'a>,
+}
+
+fn summary_of<'a>(call: &Call, b: &'a BackupRecord) -> SummaryView<'a> {
+    SummaryView {
+        id: &b.id,
+        name: b.display_name.as_deref(),
+        links: call.base.resource_links("backups", &b.id),
+    }
 }
 
 /// The query pairs handed to the service. On `/v2`, `name` is accepted as a sort key (an
@@ -216,6 +350,10 @@ struct DetailView<'a> {
     tenant_attr: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     service_metadata: Option<Option<&'a str>>,
+    /// How far a running backup or restore is (docs/api.md): `bytes_done`,
+    /// `bytes_total`, `bytes_per_second`. Clients ignore keys they do not know.
+    #[serde(rename = "os-vbs:progress", skip_serializing_if = "Option::is_none")]
+    progress: Option<serde_json::Value>,
 }
 
 impl<'a> DetailView<'a> {
@@ -255,6 +393,7 @@ impl<'a> DetailView<'a> {
             },
             tenant_attr: (legacy && project_visible).then_some(b.project_id.as_str()),
             service_metadata: legacy.then_some(b.service_metadata.as_deref()),
+            progress: None,
         }
     }
 }

@@ -23,10 +23,10 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Serialize;
 use tracing::Instrument;
-use vbs_service::{BackupService, VolumeService};
+use vbs_service::{BackupLifecycle, BackupService, VolumeService};
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -37,6 +37,7 @@ pub use keystone::{Keystone, KeystoneOptions};
 pub struct AppState {
     pub backups: BackupService,
     pub volumes: VolumeService,
+    pub lifecycle: BackupLifecycle,
     pub auth: Arc<Authenticator>,
     /// Scheme, host and path prefix that links use instead of the request's host.
     pub public_endpoint: Option<Arc<str>>,
@@ -103,6 +104,31 @@ pub fn router(state: AppState) -> Router {
             .route(
                 &format!("{prefix}/backups/{{backup_id}}"),
                 get(backups::show_backup),
+            );
+    }
+    // The backup lifecycle (v3 only; v2 keeps its read routes).
+    for prefix in ["/v3/{project_id}", "/v3"] {
+        r = r
+            .route(&format!("{prefix}/backups"), post(backups::create_backup))
+            .route(
+                &format!("{prefix}/backups/{{backup_id}}"),
+                put(backups::update_backup).delete(backups::delete_backup),
+            )
+            .route(
+                &format!("{prefix}/backups/{{backup_id}}/restore"),
+                post(backups::restore_backup),
+            )
+            .route(
+                &format!("{prefix}/backups/{{backup_id}}/action"),
+                post(backups::backup_action),
+            )
+            .route(
+                &format!("{prefix}/backups/{{backup_id}}/export_record"),
+                get(backups::export_record),
+            )
+            .route(
+                &format!("{prefix}/backups/import_record"),
+                post(backups::import_record),
             );
     }
     for prefix in ["/v3/{project_id}", "/v3"] {

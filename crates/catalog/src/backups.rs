@@ -184,13 +184,13 @@ pub struct ListPage<T> {
     pub count: Option<u64>,
 }
 
-const RECORD_COLUMNS: &str = "b.id, b.project_id, b.user_id, b.volume_id, b.snapshot_id, \
+pub(crate) const RECORD_COLUMNS: &str = "b.id, b.project_id, b.user_id, b.volume_id, b.snapshot_id, \
     b.parent_id, b.display_name, b.display_description, b.status, b.fail_reason, b.host, \
     b.availability_zone, b.container, b.service, b.service_metadata, b.size, b.object_count, \
     b.num_dependent_backups, b.temp_volume_id, b.temp_snapshot_id, b.restore_volume_id, \
     b.encryption_key_id, b.created_at, b.updated_at, b.deleted_at, b.data_timestamp, b.deleted";
 
-fn record_from_row(row: &dyn DbRow) -> Result<BackupRecord, CatalogError> {
+pub(crate) fn record_from_row(row: &dyn DbRow) -> Result<BackupRecord, CatalogError> {
     Ok(BackupRecord {
         id: row.text(0)?,
         project_id: row.text(1)?,

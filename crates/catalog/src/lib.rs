@@ -6,9 +6,11 @@
 //! Timestamps are stored as microseconds since the Unix epoch (UTC) so that both engines
 //! compare, sort and index them identically.
 
+mod backup_write;
 mod backups;
 mod import;
 mod import_sqlite;
+mod jobs;
 mod migrate;
 mod read;
 mod snapshots;
@@ -23,11 +25,13 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
+pub use backup_write::NewBackup;
 pub use backups::{
     BackupQuery, BackupRecord, BackupSummary, Column, ColumnKind, Filter, ListPage, SortDir,
     SortKey,
 };
 pub use import::{ImportError, ImportStats};
+pub use jobs::{Job, JobKind, NewJob};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,

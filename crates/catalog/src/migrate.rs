@@ -19,6 +19,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "volumes",
         include_str!("../migrations/sqlite/0002_volumes.sql"),
     ),
+    (
+        3,
+        "jobs",
+        include_str!("../migrations/sqlite/0003_jobs.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -30,6 +35,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "volumes",
         include_str!("../migrations/postgres/0002_volumes.sql"),
+    ),
+    (
+        3,
+        "jobs",
+        include_str!("../migrations/postgres/0003_jobs.sql"),
     ),
 ];
 

@@ -5,16 +5,19 @@
 mod backups;
 mod context;
 mod error;
+mod lifecycle;
 mod manage;
 mod microversion;
 pub mod schema;
 mod snapshots;
 mod volume_actions;
 mod volumes;
+mod worker;
 
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
 pub use context::{Context, Role};
 pub use error::Error;
+pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use microversion::Microversion;
 pub use snapshots::CreateSnapshotOptions;
@@ -22,6 +25,7 @@ pub use volumes::{
     CreateVolumeOptions, DEFAULT_AZ, DEFAULT_TYPE, Listed, POOL_HOST, VOLUME_STATUSES,
     VolumeService,
 };
+pub use worker::{BackupWorker, WorkerOptions};
 
 /// The filters non-admins may use on backup lists (Cinder's `resource_filters.json`
 /// entry for `backup`, as the VBS founding document extends it).

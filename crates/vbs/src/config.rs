@@ -40,6 +40,13 @@ pub struct Config {
     pub backup_filters: Vec<String>,
     /// Log filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
     pub log: String,
+    /// The backup repository directory; default: `repository` in the data directory.
+    pub repository: Option<PathBuf>,
+    /// Backup, restore and delete jobs this node runs at once (0: no worker here).
+    pub backup_workers: usize,
+    /// Seconds a worker's claim on a job lasts unless renewed; a dead worker's jobs
+    /// are taken over after this.
+    pub job_lease_secs: u64,
     /// Never serialized: the default has none, and it holds a secret.
     #[serde(skip_serializing)]
     pub keystone: Option<KeystoneOptions>,
@@ -60,6 +67,9 @@ impl Default for Config {
                 .map(|s| (*s).to_owned())
                 .collect(),
             log: "info,sqlx=warn".into(),
+            repository: None,
+            backup_workers: 2,
+            job_lease_secs: 30,
             keystone: None,
         }
     }
@@ -89,6 +99,9 @@ const ENV_KEYS: &[&str] = &[
     "public_endpoint",
     "backup_filters",
     "log",
+    "repository",
+    "backup_workers",
+    "job_lease_secs",
     "keystone",
 ];
 

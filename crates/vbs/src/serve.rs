@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use vbs_api::{AppState, Authenticator, Keystone};
 use vbs_catalog::Catalog;
 use vbs_engine::pool::Pool;
-use vbs_service::{BackupService, VolumeService};
+use vbs_service::{BackupLifecycle, BackupService, BackupWorker, VolumeService, WorkerOptions};
 
 use crate::config::{AuthMode, Config};
 
@@ -39,6 +39,41 @@ pub async fn run(
         );
     }
 
+    // The repository, the backup lifecycle and its workers.
+    let repo_dir = config
+        .repository
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("repository"));
+    let store = vbs_repository::Store::local(&repo_dir)
+        .with_context(|| format!("opening repository {}", repo_dir.display()))?;
+    let engine = vbs_engine::Engine::new(store, vbs_engine::EngineOptions::default());
+    let host = format!("vbs@{}", config.listen);
+    let lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
+    let recovered = lifecycle
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("recovering interrupted backup work: {e}"))?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "backup work interrupted by the last shutdown recovered"
+        );
+    }
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    if config.backup_workers > 0 {
+        let worker = BackupWorker::new(
+            lifecycle.clone(),
+            engine,
+            WorkerOptions {
+                concurrency: config.backup_workers,
+                lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
+                ..WorkerOptions::default()
+            },
+        );
+        workers.spawn(worker.run(workers_stop));
+    }
+
     let auth = match config.auth {
         AuthMode::Noauth => Authenticator::NoAuth,
         AuthMode::Keystone => {
@@ -49,6 +84,7 @@ pub async fn run(
     let state = AppState {
         backups: BackupService::new(catalog.clone(), config.backup_filters.clone()),
         volumes,
+        lifecycle,
         auth: Arc::new(auth),
         public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
     };
@@ -64,6 +100,8 @@ pub async fn run(
         .await
         .context("serving")?;
     tracing::info!("shutting down");
+    let _ = stop_workers.send(true);
+    while workers.join_next().await.is_some() {}
     catalog.close().await;
     Ok(())
 }

@@ -1,0 +1,359 @@
+//! Backup rows as the backup lifecycle writes them: created with their job in one
+//! transaction, moved between statuses by conditional updates (the row count says
+//! whether the move happened, so two racing requests cannot both win), finished,
+//! soft-deleted.
+
+use std::collections::BTreeMap;
+
+use crate::backups::{RECORD_COLUMNS, record_from_row};
+use crate::jobs::{NewJob, job_insert};
+use crate::read::{Sql, Value};
+use crate::volumes::{insert_metadata, push_in};
+use crate::write::exec;
+use crate::{BackupRecord, Catalog, CatalogError, ts};
+
+/// A backup to create, in status `creating` (or as imported).
+#[derive(Debug, Clone, Default)]
+pub struct NewBackup {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: Option<String>,
+    pub volume_id: String,
+    pub snapshot_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub display_name: Option<String>,
+    pub display_description: Option<String>,
+    pub status: String,
+    pub container: Option<String>,
+    pub availability_zone: Option<String>,
+    pub host: Option<String>,
+    pub service: Option<String>,
+    pub service_metadata: Option<String>,
+    pub size: i64,
+    pub object_count: i64,
+    /// `None`: the backup's own creation time.
+    pub data_timestamp: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn text(v: &str) -> Value {
+    Value::Text(v.to_owned())
+}
+
+fn opt(sql: &mut Sql, v: Option<&str>) {
+    match v {
+        Some(v) => {
+            sql.bind(text(v));
+        }
+        None => {
+            sql.push("NULL");
+        }
+    }
+}
+
+impl Catalog {
+    /// Inserts a backup, its metadata and its job, and counts it as a dependent of its
+    /// parent, all or nothing. A soft-deleted row with the same id is replaced
+    /// (an imported record revives a deleted backup).
+    pub async fn create_backup(&self, b: &NewBackup, job: &NewJob) -> Result<(), CatalogError> {
+        let now = ts::now_micros();
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::default();
+        sql.push("DELETE FROM backups WHERE deleted = 1 AND id = ")
+            .bind(text(&b.id));
+        exec(&mut tx, sql).await?;
+        let mut sql = Sql::default();
+        sql.push(
+            "INSERT INTO backups (id, project_id, user_id, volume_id, snapshot_id, parent_id, \
+             display_name, display_description, status, container, availability_zone, host, \
+             service, service_metadata, size, object_count, num_dependent_backups, \
+             created_at, updated_at, data_timestamp, deleted) VALUES (",
+        );
+        sql.bind(text(&b.id))
+            .push(", ")
+            .bind(text(&b.project_id))
+            .push(", ");
+        opt(&mut sql, b.user_id.as_deref());
+        sql.push(", ").bind(text(&b.volume_id)).push(", ");
+        for v in [
+            b.snapshot_id.as_deref(),
+            b.parent_id.as_deref(),
+            b.display_name.as_deref(),
+            b.display_description.as_deref(),
+        ] {
+            opt(&mut sql, v);
+            sql.push(", ");
+        }
+        sql.bind(text(&b.status)).push(", ");
+        for v in [
+            b.container.as_deref(),
+            b.availability_zone.as_deref(),
+            b.host.as_deref(),
+            b.service.as_deref(),
+            b.service_metadata.as_deref(),
+        ] {
+            opt(&mut sql, v);
+            sql.push(", ");
+        }
+        sql.bind(Value::Int(b.size))
+            .push(", ")
+            .bind(Value::Int(b.object_count))
+            .push(", 0, ")
+            .bind(Value::Int(now))
+            .push(", ")
+            .bind(Value::Int(now))
+            .push(", ")
+            .bind(Value::Int(b.data_timestamp.unwrap_or(now)))
+            .push(", 0)");
+        exec(&mut tx, sql).await?;
+        insert_metadata(&mut tx, "backup_metadata", "backup_id", &b.id, &b.metadata).await?;
+        if let Some(parent) = &b.parent_id {
+            let mut sql = Sql::default();
+            sql.push(
+                "UPDATE backups SET num_dependent_backups = num_dependent_backups + 1 \
+                 WHERE deleted = 0 AND id = ",
+            )
+            .bind(text(parent));
+            exec(&mut tx, sql).await?;
+        }
+        exec(&mut tx, job_insert(job)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live backup of `volume_id` in `project_id` with the greatest
+    /// `data_timestamp` among the `available` ones, optionally only those taken before
+    /// `before` (Cinder's choice of an incremental's parent).
+    pub async fn latest_available_backup(
+        &self,
+        project_id: &str,
+        volume_id: &str,
+        before: Option<i64>,
+    ) -> Result<Option<BackupRecord>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(RECORD_COLUMNS)
+            .push(" FROM backups b WHERE b.deleted = 0 AND b.status = 'available' AND b.project_id = ")
+            .bind(text(project_id))
+            .push(" AND b.volume_id = ")
+            .bind(text(volume_id));
+        if let Some(t) = before {
+            sql.push(" AND b.data_timestamp < ").bind(Value::Int(t));
+        }
+        sql.push(" ORDER BY b.data_timestamp DESC, b.created_at DESC LIMIT 1");
+        self.fetch_first(sql, record_from_row).await
+    }
+
+    /// Whether any live backup of this volume exists in the project (any status).
+    pub async fn volume_has_backups(
+        &self,
+        project_id: &str,
+        volume_id: &str,
+    ) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT b.id FROM backups b WHERE b.deleted = 0 AND b.project_id = ")
+            .bind(text(project_id))
+            .push(" AND b.volume_id = ")
+            .bind(text(volume_id))
+            .push(" LIMIT 1");
+        Ok(!self
+            .fetch(sql, crate::read::Cost::Small, |r| r.text(0))
+            .await?
+            .is_empty())
+    }
+
+    /// Live backups (any project) whose parent is `id`.
+    pub async fn backup_children(&self, id: &str) -> Result<u64, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT b.id FROM backups b WHERE b.deleted = 0 AND b.parent_id = ")
+            .bind(text(id));
+        Ok(self
+            .fetch(sql, crate::read::Cost::Small, |r| r.text(0))
+            .await?
+            .len() as u64)
+    }
+
+    /// Moves a live backup from one of `from` to `to` (any status when `from` is
+    /// empty), setting `fail_reason` when given (`Some(None)` clears it). Returns
+    /// whether the row moved.
+    pub async fn set_backup_status(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        fail_reason: Option<Option<&str>>,
+    ) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET status = ")
+            .bind(text(to))
+            .push(", updated_at = ")
+            .bind(Value::Int(ts::now_micros()));
+        if let Some(reason) = fail_reason {
+            sql.push(", fail_reason = ");
+            opt(&mut sql, reason);
+        }
+        sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
+        if !from.is_empty() {
+            sql.push(" AND status");
+            push_in(&mut sql, from);
+        }
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// `creating` → `available` with what was stored. Returns whether it moved (a
+    /// backup force-deleted meanwhile does not).
+    pub async fn complete_backup(
+        &self,
+        id: &str,
+        object_count: i64,
+        service_metadata: &str,
+    ) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET status = 'available', fail_reason = NULL, progress = NULL, object_count = ")
+            .bind(Value::Int(object_count))
+            .push(", service_metadata = ")
+            .bind(text(service_metadata))
+            .push(", updated_at = ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
+            .bind(text(id));
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// Records (or clears) a running backup's or restore's progress (JSON).
+    pub async fn set_backup_progress(
+        &self,
+        id: &str,
+        progress: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET progress = ");
+        opt(&mut sql, progress);
+        sql.push(" WHERE id = ").bind(text(id));
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// The progress JSON of a backup, if work on it is running.
+    pub async fn backup_progress(&self, id: &str) -> Result<Option<String>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT b.progress FROM backups b WHERE b.deleted = 0 AND b.id = ")
+            .bind(text(id));
+        Ok(self.fetch_first(sql, |r| r.opt_text(0)).await?.flatten())
+    }
+
+    /// Renames, redescribes and (when given) replaces the metadata of a backup.
+    pub async fn update_backup(
+        &self,
+        id: &str,
+        name: Option<Option<&str>>,
+        description: Option<Option<&str>>,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET updated_at = ")
+            .bind(Value::Int(ts::now_micros()));
+        if let Some(n) = name {
+            sql.push(", display_name = ");
+            opt(&mut sql, n);
+        }
+        if let Some(d) = description {
+            sql.push(", display_description = ");
+            opt(&mut sql, d);
+        }
+        sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
+        if exec(&mut tx, sql).await? != 1 {
+            return Err(CatalogError::NotFound);
+        }
+        if let Some(m) = metadata {
+            let mut sql = Sql::default();
+            sql.push("DELETE FROM backup_metadata WHERE backup_id = ")
+                .bind(text(id));
+            exec(&mut tx, sql).await?;
+            insert_metadata(&mut tx, "backup_metadata", "backup_id", id, m).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Soft-deletes a backup (status `deleted`) and uncounts it from its parent.
+    pub async fn destroy_backup(&self, id: &str) -> Result<(), CatalogError> {
+        let now = ts::now_micros();
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::default();
+        sql.push(
+            "UPDATE backups SET num_dependent_backups = num_dependent_backups - 1 \
+             WHERE deleted = 0 AND num_dependent_backups > 0 AND id = \
+             (SELECT parent_id FROM backups WHERE deleted = 0 AND id = ",
+        )
+        .bind(text(id))
+        .push(")");
+        exec(&mut tx, sql).await?;
+        let mut sql = Sql::default();
+        sql.push(
+            "UPDATE backups SET status = 'deleted', deleted = 1, progress = NULL, deleted_at = ",
+        )
+        .bind(Value::Int(now))
+        .push(", updated_at = ")
+        .bind(Value::Int(now))
+        .push(" WHERE deleted = 0 AND id = ")
+        .bind(text(id));
+        exec(&mut tx, sql).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Live backups in any of `statuses`, in every project (start-up recovery).
+    pub async fn backups_in_status(
+        &self,
+        statuses: &[&str],
+    ) -> Result<Vec<BackupRecord>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(RECORD_COLUMNS)
+            .push(" FROM backups b WHERE b.deleted = 0 AND b.status");
+        push_in(&mut sql, statuses);
+        self.fetch(sql, crate::read::Cost::Large, record_from_row)
+            .await
+    }
+
+    /// After a restart: volumes and snapshots left busy by backup work that no longer
+    /// exists go back to what they were (`restoring-backup` becomes
+    /// `error_restoring`: its bytes are half written). Returns how many moved.
+    pub async fn release_orphaned_sources(&self) -> Result<u64, CatalogError> {
+        let now = ts::now_micros();
+        let mut n = 0;
+        let mut sql = Sql::default();
+        sql.push(
+            "UPDATE volumes SET status = COALESCE(previous_status, 'available'), \
+             previous_status = NULL, updated_at = ",
+        )
+        .bind(Value::Int(now))
+        .push(
+            " WHERE deleted = 0 AND status = 'backing-up' AND id NOT IN \
+             (SELECT volume_id FROM backups WHERE deleted = 0 AND status = 'creating')",
+        );
+        n += self.execute(sql).await?;
+        let mut sql = Sql::default();
+        sql.push(
+            "UPDATE volumes SET status = 'error_restoring', previous_status = NULL, updated_at = ",
+        )
+        .bind(Value::Int(now))
+        .push(
+            " WHERE deleted = 0 AND status = 'restoring-backup' AND id NOT IN \
+                 (SELECT volume_id FROM jobs WHERE kind = 'restore' AND volume_id IS NOT NULL)",
+        );
+        n += self.execute(sql).await?;
+        let mut sql = Sql::default();
+        sql.push("UPDATE snapshots SET status = 'available', updated_at = ")
+            .bind(Value::Int(now))
+            .push(
+                " WHERE deleted = 0 AND status = 'backing-up' AND id NOT IN \
+                 (SELECT snapshot_id FROM backups WHERE deleted = 0 AND status = 'creating' \
+                 AND snapshot_id IS NOT NULL)",
+            );
+        n += self.execute(sql).await?;
+        Ok(n)
+    }
+}

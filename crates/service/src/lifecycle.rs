@@ -1,0 +1,704 @@
+//! The backup lifecycle as the API drives it (spec 01 §5–§10): create, update,
+//! delete, restore, the admin actions, export and import. Each call checks the body
+//! Cinder's way, then the rules in the spec's order, moves statuses with conditional
+//! updates, and leaves the byte work to the workers through the catalog's job queue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+use vbs_catalog::{BackupRecord, Catalog, CatalogError, Dialect, JobKind, NewBackup, NewJob, ts};
+
+use crate::schema::{self, fail};
+use crate::volumes::invalid_volume;
+use crate::{Context, Error, Microversion, VolumeService};
+
+/// What `backup_service` says in exported records.
+pub const BACKUP_SERVICE: &str = "vbs.backup.repository";
+/// The volume id of an imported backup (Cinder's placeholder).
+pub const IMPORTED_VOLUME_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The backup lifecycle; cheap to clone.
+#[derive(Clone)]
+pub struct BackupLifecycle {
+    catalog: Catalog,
+    volumes: VolumeService,
+    /// Workers running in this process (0: refuse work with 503).
+    workers: Arc<AtomicUsize>,
+    /// Wakes the workers when a job is queued.
+    pub(crate) wake: Arc<Notify>,
+    host: String,
+}
+
+/// The answer to a restore request.
+#[derive(Debug, Clone)]
+pub struct RestoreStarted {
+    pub backup_id: String,
+    pub volume_id: String,
+    pub volume_name: Option<String>,
+}
+
+fn backup_not_found(id: &str) -> Error {
+    Error::NotFound(format!("Backup {id} could not be found."))
+}
+
+fn invalid_backup(reason: &str) -> Error {
+    Error::Invalid(format!("Invalid backup: {reason}"))
+}
+
+fn job(kind: JobKind, backup_id: &str, volume_id: Option<&str>, options: Option<Value>) -> NewJob {
+    NewJob {
+        kind,
+        backup_id: backup_id.to_owned(),
+        volume_id: volume_id.map(str::to_owned),
+        options: options.map(|o| o.to_string()),
+    }
+}
+
+impl BackupLifecycle {
+    pub fn new(catalog: Catalog, volumes: VolumeService, host: String) -> Self {
+        Self {
+            catalog,
+            volumes,
+            workers: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            host,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn volumes(&self) -> &VolumeService {
+        &self.volumes
+    }
+
+    pub(crate) fn worker_started(&self) {
+        self.workers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn worker_stopped(&self) {
+        self.workers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// No backup worker runs here: Cinder's "no backup service" (we answer 503).
+    fn need_worker(&self) -> Result<(), Error> {
+        if self.workers.load(Ordering::SeqCst) == 0 {
+            return Err(Error::Unavailable(
+                "Service cinder-backup could not be found.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn enqueued(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// At start-up: work a crash interrupted is finished or failed, never left in a
+    /// transitional status. On SQLite (one process) every running job is ours and is
+    /// run again; on PostgreSQL other nodes' leases decide. Backups whose job is gone
+    /// are failed (`creating`), given back (`restoring`) or deleted again
+    /// (`deleting`); busy volumes and snapshots without work are released.
+    pub async fn recover(&self) -> Result<u64, Error> {
+        let c = &self.catalog;
+        let mut n = 0;
+        if c.dialect() == Dialect::Sqlite {
+            n += c.requeue_running_jobs().await?;
+        }
+        for b in c
+            .backups_in_status(&["creating", "restoring", "deleting"])
+            .await?
+        {
+            if c.has_job(&b.id).await? {
+                continue;
+            }
+            let reason = "Interrupted by a restart of the backup service.";
+            match b.status.as_str() {
+                "creating" => {
+                    c.set_backup_status(&b.id, &["creating"], "error", Some(Some(reason)))
+                        .await?;
+                }
+                "restoring" => {
+                    c.set_backup_status(&b.id, &["restoring"], "available", Some(Some(reason)))
+                        .await?;
+                }
+                _ => {
+                    c.enqueue_job(&job(JobKind::Delete, &b.id, None, None))
+                        .await?;
+                }
+            }
+            n += 1;
+        }
+        n += c.release_orphaned_sources().await?;
+        Ok(n)
+    }
+
+    /// A backup in the caller's scope (admins: any project).
+    async fn lookup(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
+        let scope = (!ctx.is_admin()).then_some(ctx.project_id.as_str());
+        match self.catalog.get_backup(id, scope).await {
+            Ok(b) => Ok(b),
+            Err(CatalogError::NotFound) => Err(backup_not_found(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `POST /backups` (§5): returns the new record, status `creating`.
+    pub async fn create(
+        &self,
+        ctx: &Context,
+        version: Microversion,
+        body: &Value,
+    ) -> Result<BackupRecord, Error> {
+        let b = parse_create(body, version)?;
+        let volume = self.volumes.lookup(ctx, &b.volume_id).await?;
+        if !ctx.can_write() {
+            return Err(Error::Forbidden("backup:create"));
+        }
+        let mut data_timestamp = None;
+        let mut snapshot = None;
+        if let Some(sid) = &b.snapshot_id {
+            let s = match self
+                .catalog
+                .get_snapshot(sid, (!ctx.is_admin()).then_some(ctx.project_id.as_str()))
+                .await
+            {
+                Ok(s) => s,
+                Err(CatalogError::NotFound) => {
+                    return Err(Error::NotFound(format!(
+                        "Snapshot {sid} could not be found."
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if s.volume_id != volume.id {
+                return Err(invalid_volume(&format!(
+                    "Volume {} does not match with snapshot.volume_id {}.",
+                    volume.id, s.volume_id
+                )));
+            }
+            if s.status != "available" {
+                return Err(Error::Invalid(format!(
+                    "Invalid snapshot: Snapshot to be backed up must be available, but the \
+                     current status is \"{}\".",
+                    s.status
+                )));
+            }
+            data_timestamp = Some(s.created_at);
+            snapshot = Some(s);
+        } else {
+            match volume.status.as_str() {
+                "available" => {}
+                "in-use" if b.force => {}
+                "in-use" => {
+                    return Err(invalid_volume(
+                        "Backing up an in-use volume must use the force flag.",
+                    ));
+                }
+                other => {
+                    return Err(invalid_volume(&format!(
+                        "Volume to be backed up must be available or in-use, but the \
+                         current status is \"{other}\"."
+                    )));
+                }
+            }
+        }
+        self.need_worker()?;
+        let parent = if b.incremental {
+            let p = self
+                .catalog
+                .latest_available_backup(&ctx.project_id, &volume.id, data_timestamp)
+                .await?;
+            match p {
+                Some(p) => Some(p.id),
+                None => {
+                    return Err(invalid_backup(
+                        "No backups available to do an incremental backup.",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+
+        // Mark the source busy, then write the record and its job; undo on failure.
+        let in_use = volume.status == "in-use";
+        if let Some(s) = &snapshot {
+            if !self
+                .catalog
+                .set_snapshot_status(&s.id, &["available"], "backing-up", None, None)
+                .await?
+            {
+                return Err(Error::Invalid(
+                    "Invalid snapshot: Snapshot to be backed up must be available.".into(),
+                ));
+            }
+        } else {
+            self.volumes.begin_backup(ctx, &volume.id, b.force).await?;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = NewBackup {
+            id: id.clone(),
+            project_id: ctx.project_id.clone(),
+            user_id: Some(ctx.user_id.clone()),
+            volume_id: volume.id.clone(),
+            snapshot_id: b.snapshot_id.clone(),
+            parent_id: parent,
+            display_name: b.name,
+            display_description: b.description,
+            status: "creating".into(),
+            container: b.container,
+            availability_zone: b
+                .availability_zone
+                .or_else(|| volume.availability_zone.clone()),
+            host: Some(self.host.clone()),
+            service: Some(BACKUP_SERVICE.into()),
+            size: volume.size,
+            data_timestamp,
+            metadata: b.metadata,
+            ..NewBackup::default()
+        };
+        let options = json!({"from_in_use": in_use && snapshot.is_none()});
+        let created = self
+            .catalog
+            .create_backup(
+                &record,
+                &job(JobKind::Backup, &id, Some(&volume.id), Some(options)),
+            )
+            .await;
+        if let Err(e) = created {
+            self.release_source(&record).await;
+            return Err(e.into());
+        }
+        self.enqueued().await;
+        self.lookup(ctx, &id).await
+    }
+
+    /// Puts a backup's source back to what it was before the backup.
+    pub(crate) async fn release_source(&self, b: &NewBackup) {
+        let r = match &b.snapshot_id {
+            Some(s) => self
+                .catalog
+                .set_snapshot_status(s, &["backing-up"], "available", None, None)
+                .await
+                .map(|_| ())
+                .map_err(Error::from),
+            None => self.volumes.end_backup(&b.volume_id).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(backup = %b.id, error = %e, "could not release the backup's source");
+        }
+    }
+
+    /// `PUT /backups/{id}` (§6, ≥ 3.9).
+    pub async fn update(
+        &self,
+        ctx: &Context,
+        version: Microversion,
+        id: &str,
+        body: &Value,
+    ) -> Result<BackupRecord, Error> {
+        let top = schema::root(body)?;
+        schema::no_extra(top, None, &["backup"])?;
+        let empty = Map::new();
+        let b = match top.get("backup") {
+            None => {
+                return Err(fail(None, body, "'backup' is a required property"));
+            }
+            Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(v) => {
+                return Err(fail(
+                    Some("backup"),
+                    v,
+                    &schema::type_message(v, &["object"]),
+                ));
+            }
+        };
+        let mut allowed = vec!["name", "description"];
+        if version.at_least(Microversion::METADATA) {
+            allowed.push("metadata");
+        }
+        schema::no_extra(b, Some("backup"), &allowed)?;
+        let name = match b.get("name") {
+            None => None,
+            Some(_) => Some(schema::string(b, "name", true, 0, 255)?.map(str::to_owned)),
+        };
+        let description = match b.get("description") {
+            None => None,
+            Some(_) => Some(schema::description(b, "description")?),
+        };
+        let metadata = match b.get("metadata") {
+            None => None,
+            Some(_) => Some(schema::metadata(b, "metadata", false)?),
+        };
+        self.lookup(ctx, id).await?;
+        if !ctx.can_write() {
+            return Err(Error::Forbidden("backup:update"));
+        }
+        self.catalog
+            .update_backup(
+                id,
+                name.as_ref().map(Option::as_deref),
+                description.as_ref().map(Option::as_deref),
+                metadata.as_ref(),
+            )
+            .await?;
+        self.lookup(ctx, id).await
+    }
+
+    /// `DELETE /backups/{id}` (§7).
+    pub async fn delete(&self, ctx: &Context, id: &str) -> Result<(), Error> {
+        let b = self.lookup(ctx, id).await?;
+        if !ctx.can_write() {
+            return Err(Error::Forbidden("backup:delete"));
+        }
+        if b.status != "available" && b.status != "error" {
+            return Err(invalid_backup("Backup status must be available or error"));
+        }
+        self.start_delete(&b, &["available", "error"]).await
+    }
+
+    async fn start_delete(&self, b: &BackupRecord, from: &[&str]) -> Result<(), Error> {
+        if self.catalog.backup_children(&b.id).await? > 0 {
+            return Err(invalid_backup("Incremental backups exist for this backup."));
+        }
+        self.need_worker()?;
+        if !self
+            .catalog
+            .set_backup_status(&b.id, from, "deleting", None)
+            .await?
+        {
+            return Err(invalid_backup("Backup status must be available or error"));
+        }
+        self.catalog
+            .enqueue_job(&job(JobKind::Delete, &b.id, None, None))
+            .await?;
+        self.enqueued().await;
+        Ok(())
+    }
+
+    /// `POST /backups/{id}/restore` (§8).
+    pub async fn restore(
+        &self,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<RestoreStarted, Error> {
+        let top = schema::root(body)?;
+        schema::no_extra(top, None, &["restore"])?;
+        let empty = Map::new();
+        let r = match top.get("restore") {
+            None => return Err(fail(None, body, "'restore' is a required property")),
+            Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(v) => {
+                return Err(fail(
+                    Some("restore"),
+                    v,
+                    &schema::type_message(v, &["object", "null"]),
+                ));
+            }
+        };
+        schema::no_extra(r, Some("restore"), &["volume_id", "name"])?;
+        let volume_id = schema::optional_uuid(r, "volume_id")?.map(str::to_owned);
+        let name = schema::string(r, "name", true, 0, 255)?.map(str::to_owned);
+
+        let b = self.lookup(ctx, id).await?;
+        if !ctx.can_write() {
+            return Err(Error::Forbidden("backup:restore"));
+        }
+        if b.status != "available" {
+            return Err(invalid_backup("Backup status must be available"));
+        }
+        if b.size <= 0 {
+            return Err(invalid_backup("Backup to be restored has invalid size"));
+        }
+        self.need_worker()?;
+        let volume = match &volume_id {
+            None => {
+                self.volumes
+                    .create_volume_for_restore(ctx, b.size, name, &b.id)
+                    .await?
+            }
+            Some(v) => self.volumes.begin_restore(ctx, v, b.size).await?,
+        };
+        if !self
+            .catalog
+            .set_backup_status(&b.id, &["available"], "restoring", None)
+            .await?
+        {
+            let _ = self.volumes.end_restore(&volume.id, true).await;
+            return Err(invalid_backup("Backup status must be available"));
+        }
+        self.catalog
+            .enqueue_job(&job(JobKind::Restore, &b.id, Some(&volume.id), None))
+            .await?;
+        self.enqueued().await;
+        Ok(RestoreStarted {
+            backup_id: b.id,
+            volume_id: volume.id,
+            volume_name: volume.display_name,
+        })
+    }
+
+    /// `POST /backups/{id}/action` (§9).
+    pub async fn action(&self, ctx: &Context, id: &str, body: &Value) -> Result<(), Error> {
+        let Some(obj) = body.as_object().filter(|o| o.len() == 1) else {
+            return Err(Error::Invalid("Malformed request body".into()));
+        };
+        let Some((name, arg)) = obj.iter().next() else {
+            return Err(Error::Invalid("Malformed request body".into()));
+        };
+        match name.as_str() {
+            "os-reset_status" => self.reset_status(ctx, id, arg).await,
+            "os-force_delete" => self.force_delete(ctx, id).await,
+            other => Err(Error::Invalid(format!(
+                "There is no such action: {other}. Verify the request body and \
+                 Content-Type header and try again."
+            ))),
+        }
+    }
+
+    async fn reset_status(&self, ctx: &Context, id: &str, arg: &Value) -> Result<(), Error> {
+        let Some(a) = arg.as_object() else {
+            return Err(fail(
+                Some("os-reset_status"),
+                arg,
+                &schema::type_message(arg, &["object"]),
+            ));
+        };
+        schema::no_extra(a, Some("os-reset_status"), &["status"])?;
+        let status = match a.get("status") {
+            None => {
+                return Err(fail(
+                    Some("os-reset_status"),
+                    arg,
+                    "'status' is a required property",
+                ));
+            }
+            Some(Value::String(s))
+                if ["available", "error"].contains(&s.to_lowercase().as_str()) =>
+            {
+                s.to_lowercase()
+            }
+            Some(v) => {
+                return Err(fail(
+                    Some("status"),
+                    v,
+                    &format!(
+                        "{} is not one of ['available', 'error']",
+                        schema::py_repr(v)
+                    ),
+                ));
+            }
+        };
+        self.lookup(ctx, id).await?;
+        if !ctx.is_admin() {
+            return Err(Error::Forbidden("backup:backup-reset_status"));
+        }
+        self.catalog
+            .set_backup_status(id, &[], &status, None)
+            .await?;
+        self.catalog.set_backup_progress(id, None).await?;
+        Ok(())
+    }
+
+    async fn force_delete(&self, ctx: &Context, id: &str) -> Result<(), Error> {
+        let b = self.lookup(ctx, id).await?;
+        if !ctx.is_admin() {
+            return Err(Error::Forbidden("backup:force_delete"));
+        }
+        if b.status == "deleting" {
+            return Ok(());
+        }
+        // A running backup sees its row leave `creating` and aborts.
+        self.start_delete(&b, &[]).await
+    }
+
+    /// `GET /backups/{id}/export_record` (§10.1): `(backup_service, backup_url)`.
+    pub async fn export_record(&self, ctx: &Context, id: &str) -> Result<(String, String), Error> {
+        let b = self.lookup(ctx, id).await?;
+        if !ctx.is_admin() {
+            return Err(Error::Forbidden("backup:export-import"));
+        }
+        if b.status != "available" {
+            return Err(invalid_backup(&format!(
+                "Backup status must be available and not {}.",
+                b.status
+            )));
+        }
+        let record = json!({
+            "id": b.id,
+            "size": b.size,
+            "volume_id": b.volume_id,
+            "project_id": b.project_id,
+            "user_id": b.user_id,
+            "display_name": b.display_name,
+            "display_description": b.display_description,
+            "container": b.container,
+            "availability_zone": b.availability_zone,
+            "parent_id": b.parent_id,
+            "snapshot_id": b.snapshot_id,
+            "object_count": b.object_count,
+            "service_metadata": b.service_metadata,
+            "data_timestamp": b.data_timestamp.map(ts::format_api),
+            "metadata": b.metadata,
+        });
+        let url = base64::engine::general_purpose::STANDARD.encode(record.to_string());
+        Ok((BACKUP_SERVICE.into(), url))
+    }
+
+    /// `POST /backups/import_record` (§10.2): the new record, `creating` until a
+    /// worker has checked the data is in the repository.
+    pub async fn import_record(&self, ctx: &Context, body: &Value) -> Result<BackupRecord, Error> {
+        let top = schema::root(body)?;
+        schema::no_extra(top, None, &["backup-record"])?;
+        let Some(r) = schema::object(top, None, "backup-record", true, false)? else {
+            return Err(fail(None, body, "'backup-record' is a required property"));
+        };
+        schema::no_extra(r, Some("backup-record"), &["backup_service", "backup_url"])?;
+        for key in ["backup_service", "backup_url"] {
+            if !r.contains_key(key) {
+                return Err(fail(
+                    Some("backup-record"),
+                    &Value::Object(r.clone()),
+                    &format!("'{key}' is a required property"),
+                ));
+            }
+        }
+        schema::string(r, "backup_service", false, 0, 255)?;
+        let url = schema::string(r, "backup_url", false, 1, usize::MAX)?.unwrap_or_default();
+        if !ctx.is_admin() {
+            return Err(Error::Forbidden("backup:backup-import"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(url.trim())
+            .map_err(|_| {
+                fail(
+                    Some("backup_url"),
+                    &Value::String(url.to_owned()),
+                    &format!("'{url}' is not a 'base64'"),
+                )
+            })?;
+        let record: Map<String, Value> = serde_json::from_slice(&decoded).map_err(|_| {
+            Error::Invalid("Invalid input received: Can't parse backup record.".into())
+        })?;
+        let Some(id) = record.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return Err(Error::Invalid(
+                "Invalid input received: Provided backup record is missing an id".into(),
+            ));
+        };
+        let Some(size) = record.get("size").and_then(Value::as_i64) else {
+            return Err(Error::Invalid(
+                "Invalid input received: Provided backup record is missing size attribute".into(),
+            ));
+        };
+        match self.catalog.get_backup(&id, None).await {
+            Ok(_) => return Err(invalid_backup("Backup already exists in database.")),
+            Err(CatalogError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.need_worker()?;
+        let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
+        let metadata: BTreeMap<String, String> = record
+            .get("metadata")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new = NewBackup {
+            id: id.clone(),
+            project_id: ctx.project_id.clone(),
+            user_id: Some(ctx.user_id.clone()),
+            volume_id: IMPORTED_VOLUME_ID.into(),
+            display_description: text("display_description"),
+            status: "creating".into(),
+            container: text("container"),
+            availability_zone: text("availability_zone"),
+            host: Some(self.host.clone()),
+            service: Some(BACKUP_SERVICE.into()),
+            service_metadata: text("service_metadata"),
+            size,
+            object_count: record
+                .get("object_count")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            data_timestamp: text("data_timestamp").as_deref().and_then(ts::parse),
+            metadata,
+            ..NewBackup::default()
+        };
+        self.catalog
+            .create_backup(&new, &job(JobKind::Verify, &id, None, None))
+            .await
+            .map_err(|e| match e {
+                CatalogError::AlreadyExists => invalid_backup("Backup already exists in database."),
+                other => other.into(),
+            })?;
+        self.enqueued().await;
+        self.lookup(ctx, &id).await
+    }
+}
+
+/// A create body, checked.
+struct CreateBody {
+    volume_id: String,
+    name: Option<String>,
+    description: Option<String>,
+    container: Option<String>,
+    incremental: bool,
+    force: bool,
+    snapshot_id: Option<String>,
+    metadata: BTreeMap<String, String>,
+    availability_zone: Option<String>,
+}
+
+fn parse_create(body: &Value, version: Microversion) -> Result<CreateBody, Error> {
+    let top = schema::root(body)?;
+    schema::no_extra(top, None, &["backup"])?;
+    let Some(b) = schema::object(top, None, "backup", true, false)? else {
+        return Err(fail(None, body, "'backup' is a required property"));
+    };
+    let mut allowed = vec![
+        "volume_id",
+        "container",
+        "description",
+        "incremental",
+        "force",
+        "name",
+        "snapshot_id",
+    ];
+    if version.at_least(Microversion::METADATA) {
+        allowed.push("metadata");
+    }
+    if version.at_least(Microversion::AZ) {
+        allowed.push("availability_zone");
+    }
+    schema::no_extra(b, Some("backup"), &allowed)?;
+    let Some(volume_id) = schema::uuid(b, "volume_id")? else {
+        return Err(fail(
+            Some("backup"),
+            &Value::Object(b.clone()),
+            "'volume_id' is a required property",
+        ));
+    };
+    Ok(CreateBody {
+        volume_id: volume_id.to_owned(),
+        name: schema::string(b, "name", true, 0, 255)?.map(str::to_owned),
+        description: schema::description(b, "description")?,
+        container: schema::string(b, "container", true, 0, 255)?.map(str::to_owned),
+        incremental: schema::boolean(b, "incremental", false)?.unwrap_or(false),
+        force: schema::boolean(b, "force", false)?.unwrap_or(false),
+        snapshot_id: schema::optional_uuid(b, "snapshot_id")?.map(str::to_owned),
+        metadata: schema::metadata(b, "metadata", true)?,
+        availability_zone: schema::string(b, "availability_zone", true, 0, 255)?.map(str::to_owned),
+    })
+}
