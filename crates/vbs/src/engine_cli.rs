@@ -110,7 +110,15 @@ pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
             let mut damaged = Vec::new();
             let mut reports = Vec::new();
             for id in backups {
-                let report = engine.verify(&id).await?;
+                let report = match engine.verify(&id).await {
+                    Ok(r) => r,
+                    Err(vbs_engine::EngineError::NotFound(_)) => vbs_engine::VerifyReport {
+                        id: id.clone(),
+                        damage: vec!["not in the repository".into()],
+                        ..vbs_engine::VerifyReport::default()
+                    },
+                    Err(e) => return Err(e.into()),
+                };
                 if !report.is_intact() {
                     damaged.push(id.clone());
                 }

@@ -64,6 +64,16 @@ enum AdminCommand {
         /// JSON lines file, one Cinder `backups` row a line.
         file: PathBuf,
     },
+    /// Re-read and re-hash stored backups (all when none is named); print what is
+    /// damaged and exit non-zero if anything is.
+    Verify {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The repository directory (default: `repository` in the data directory).
+        #[arg(long)]
+        repository: Option<PathBuf>,
+        backups: Vec<String>,
+    },
     /// The backup engine on its own, on a repository directory (benchmarks, inspection).
     Engine {
         #[command(subcommand)]
@@ -127,6 +137,28 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);
             runtime.block_on(import_backups(&config, &file))
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Verify {
+                    data_dir,
+                    repository,
+                    backups,
+                },
+        } => {
+            let flags = Flags {
+                data_dir,
+                ..Flags::default()
+            };
+            let config = Config::load(cli.config.as_deref(), &flags)?;
+            init_logging(&config);
+            let repository = repository
+                .or(config.repository)
+                .unwrap_or_else(|| config.data_dir.join("repository"));
+            runtime.block_on(engine_cli::run(engine_cli::EngineCommand::Verify {
+                repository,
+                backups,
+            }))
         }
         Command::Admin {
             command: AdminCommand::Engine { command },
