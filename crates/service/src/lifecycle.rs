@@ -100,7 +100,7 @@ impl BackupLifecycle {
     }
 
     /// At start-up: work a crash interrupted is finished or failed, never left in a
-    /// transitional status. On SQLite (one process) every running job is ours and is
+    /// transitional status (only backups this service runs: `service` is ours). On SQLite (one process) every running job is ours and is
     /// run again; on PostgreSQL other nodes' leases decide. Backups whose job is gone
     /// are failed (`creating`), given back (`restoring`) or deleted again
     /// (`deleting`); busy volumes and snapshots without work are released.
@@ -114,7 +114,9 @@ impl BackupLifecycle {
             .backups_in_status(&["creating", "restoring", "deleting"])
             .await?
         {
-            if c.has_job(&b.id).await? {
+            // Rows another service wrote (a Cinder catalog imported with
+            // `vbs admin import-backups`) are history, not work of ours.
+            if b.service.as_deref() != Some(BACKUP_SERVICE) || c.has_job(&b.id).await? {
                 continue;
             }
             let reason = "Interrupted by a restart of the backup service.";
