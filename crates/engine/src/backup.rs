@@ -92,6 +92,16 @@ impl Pool {
             Err(_) => Vec::with_capacity(BUF_CAP),
         }
     }
+    /// A buffer of exactly `len` bytes whose content is unspecified (old data).
+    fn get_sized(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUF_CAP));
+        v.resize(len.max(v.len()), 0);
+        v.truncate(len);
+        v
+    }
     fn put(&self, v: Vec<u8>) {
         if v.capacity() >= BUF_CAP {
             let _ = self.tx.try_send(v);
@@ -467,12 +477,14 @@ fn read_segments(
         while off < ext.end {
             check_cancel(cancel)?;
             let len = (ext.end - off).min(SEGMENT as u64) as usize;
-            let mut data = pool.get();
-            data.resize(len, 0);
+            // A recycled segment keeps its length: no need to zero what the read
+            // overwrites.
+            let mut data = pool.get_sized(len);
             // The last block of an odd-sized volume is read short and stays zero-padded.
             let avail = (size.saturating_sub(off) as usize).min(len);
             file.read_exact_at(&mut data[..avail], off)
                 .map_err(EngineError::io(format!("reading the volume at {off}")))?;
+            data[avail..].fill(0);
             if tx
                 .send(Segment {
                     seq,
