@@ -356,4 +356,24 @@ impl Catalog {
         n += self.execute(sql).await?;
         Ok(n)
     }
+
+    /// Sets one metadata key of a live volume (a restored volume's `src_backup_id`).
+    pub async fn set_volume_metadata_key(
+        &self,
+        volume_id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CatalogError> {
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::default();
+        sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
+            .bind(text(volume_id))
+            .push(" AND key = ")
+            .bind(text(key));
+        exec(&mut tx, sql).await?;
+        let one = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+        insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &one).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

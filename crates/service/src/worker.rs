@@ -371,6 +371,10 @@ impl BackupWorker {
         let _ = c.set_backup_progress(&b.id, None).await;
         match result {
             Ok(_) => {
+                if b.volume_id != vid {
+                    c.set_volume_metadata_key(&vid, "src_backup_id", &b.id)
+                        .await?;
+                }
                 c.set_backup_status(&b.id, &["restoring"], "available", Some(None))
                     .await?;
                 let _ = volumes.end_restore(&vid, true).await;
