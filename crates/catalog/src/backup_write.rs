@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::backups::{RECORD_COLUMNS, record_from_row};
 use crate::jobs::{NewJob, job_insert};
-use crate::read::{Sql, Value};
+use crate::read::{Sql, Value, text};
 use crate::volumes::{insert_metadata, push_in};
 use crate::write::exec;
 use crate::{BackupRecord, Catalog, CatalogError, ts};
@@ -36,21 +36,6 @@ pub struct NewBackup {
     pub metadata: BTreeMap<String, String>,
 }
 
-fn text(v: &str) -> Value {
-    Value::Text(v.to_owned())
-}
-
-fn opt(sql: &mut Sql, v: Option<&str>) {
-    match v {
-        Some(v) => {
-            sql.bind(text(v));
-        }
-        None => {
-            sql.push("NULL");
-        }
-    }
-}
-
 impl Catalog {
     /// Inserts a backup, its metadata and its job, and counts it as a dependent of its
     /// parent, all or nothing. A soft-deleted row with the same id is replaced
@@ -73,7 +58,7 @@ impl Catalog {
             .push(", ")
             .bind(text(&b.project_id))
             .push(", ");
-        opt(&mut sql, b.user_id.as_deref());
+        sql.bind_opt(b.user_id.as_deref());
         sql.push(", ").bind(text(&b.volume_id)).push(", ");
         for v in [
             b.snapshot_id.as_deref(),
@@ -81,7 +66,7 @@ impl Catalog {
             b.display_name.as_deref(),
             b.display_description.as_deref(),
         ] {
-            opt(&mut sql, v);
+            sql.bind_opt(v);
             sql.push(", ");
         }
         sql.bind(text(&b.status)).push(", ");
@@ -92,7 +77,7 @@ impl Catalog {
             b.service.as_deref(),
             b.service_metadata.as_deref(),
         ] {
-            opt(&mut sql, v);
+            sql.bind_opt(v);
             sql.push(", ");
         }
         sql.bind(Value::Int(b.size))
@@ -190,7 +175,7 @@ impl Catalog {
             .bind(Value::Int(ts::now_micros()));
         if let Some(reason) = fail_reason {
             sql.push(", fail_reason = ");
-            opt(&mut sql, reason);
+            sql.bind_opt(reason);
         }
         sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
         if !from.is_empty() {
@@ -228,7 +213,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         let mut sql = Sql::default();
         sql.push("UPDATE backups SET progress = ");
-        opt(&mut sql, progress);
+        sql.bind_opt(progress);
         sql.push(" WHERE id = ").bind(text(id));
         self.execute(sql).await?;
         Ok(())
@@ -256,11 +241,11 @@ impl Catalog {
             .bind(Value::Int(ts::now_micros()));
         if let Some(n) = name {
             sql.push(", display_name = ");
-            opt(&mut sql, n);
+            sql.bind_opt(n);
         }
         if let Some(d) = description {
             sql.push(", display_description = ");
-            opt(&mut sql, d);
+            sql.bind_opt(d);
         }
         sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
         if exec(&mut tx, sql).await? != 1 {

@@ -22,6 +22,11 @@ pub(crate) enum Value {
     Int(i64),
 }
 
+/// A text value to bind.
+pub(crate) fn text(v: &str) -> Value {
+    Value::Text(v.to_owned())
+}
+
 /// SQL text with `$n` placeholders numbered in order of appearance, each used once,
 /// so that binding by position (SQLite) and by number (PostgreSQL) agree.
 #[derive(Default, Debug, Clone)]
@@ -41,6 +46,14 @@ impl Sql {
         self.binds.push(v);
         let _ = write!(self.text, "${}", self.binds.len());
         self
+    }
+
+    /// Binds a text value, or writes `NULL` for none.
+    pub fn bind_opt(&mut self, v: Option<&str>) -> &mut Self {
+        match v {
+            Some(v) => self.bind(text(v)),
+            None => self.push("NULL"),
+        }
     }
 
     pub(crate) fn into_query(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::read::{Cost, DbRow, Sql, Value};
+use crate::read::{Cost, DbRow, Sql, Value, text};
 use crate::volumes::{insert_metadata, push_in};
 use crate::write::exec;
 use crate::{Catalog, CatalogError, ts};
@@ -79,21 +79,6 @@ fn snapshot_from_row(r: &dyn DbRow) -> Result<SnapshotRecord, CatalogError> {
     })
 }
 
-fn text(v: &str) -> Value {
-    Value::Text(v.to_owned())
-}
-
-fn text_or_null(sql: &mut Sql, v: Option<&str>) {
-    match v {
-        Some(v) => {
-            sql.bind(text(v));
-        }
-        None => {
-            sql.push("NULL");
-        }
-    }
-}
-
 impl Catalog {
     /// Inserts a snapshot if its volume is live and its status is one of
     /// `volume_statuses`; the volume's row is locked meanwhile, so a concurrent delete
@@ -121,11 +106,11 @@ impl Catalog {
         );
         sql.bind(text(&s.id)).push(", ").bind(text(&s.project_id));
         sql.push(", ");
-        text_or_null(&mut sql, s.user_id.as_deref());
+        sql.bind_opt(s.user_id.as_deref());
         sql.push(", ").bind(text(&s.volume_id)).push(", ");
-        text_or_null(&mut sql, s.display_name.as_deref());
+        sql.bind_opt(s.display_name.as_deref());
         sql.push(", ");
-        text_or_null(&mut sql, s.display_description.as_deref());
+        sql.bind_opt(s.display_description.as_deref());
         sql.push(", ")
             .bind(Value::Int(s.size))
             .push(", ")

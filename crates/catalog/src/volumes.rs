@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::read::{Cost, DbRow, Sql, Value};
+use crate::read::{Cost, DbRow, Sql, Value, text};
 use crate::write::{Tx, exec, query_int};
 use crate::{Catalog, CatalogError, ts};
 
@@ -160,21 +160,9 @@ fn attachment_from_row(r: &dyn DbRow) -> Result<AttachmentRecord, CatalogError> 
     })
 }
 
-fn text(v: &str) -> Value {
-    Value::Text(v.to_owned())
-}
-
 /// Appends `, $n` for a value or `, NULL`.
 fn push_opt(sql: &mut Sql, v: Option<&str>) {
-    sql.push(", ");
-    match v {
-        Some(v) => {
-            sql.bind(text(v));
-        }
-        None => {
-            sql.push("NULL");
-        }
-    }
+    sql.push(", ").bind_opt(v);
 }
 
 /// Appends ` IN ($a, $b, …)`.
