@@ -265,7 +265,10 @@ impl BackupLifecycle {
             metadata: b.metadata,
             ..NewBackup::default()
         };
-        let options = json!({"from_in_use": in_use && snapshot.is_none()});
+        let options = json!({
+            "from_in_use": in_use && snapshot.is_none(),
+            "snapshot_id": record.snapshot_id,
+        });
         let created = self
             .catalog
             .create_backup(
@@ -439,7 +442,13 @@ impl BackupLifecycle {
             return Err(invalid_backup("Backup status must be available"));
         }
         self.catalog
-            .enqueue_job(&job(JobKind::Restore, &b.id, Some(&volume.id), None))
+            .enqueue_job(&job(
+                JobKind::Restore,
+                &b.id,
+                Some(&volume.id),
+                // A volume made for this restore ends `error` if it fails (§8.2).
+                Some(json!({"new_volume": volume_id.is_none()})),
+            ))
             .await?;
         self.enqueued().await;
         Ok(RestoreStarted {
@@ -502,7 +511,9 @@ impl BackupLifecycle {
         };
         self.lookup(ctx, id).await?;
         if !ctx.is_admin() {
-            return Err(Error::Forbidden("backup:backup-reset_status"));
+            return Err(Error::Forbidden(
+                "volume_extension:backup_admin_actions:reset_status",
+            ));
         }
         self.catalog
             .set_backup_status(id, &[], &status, None)
@@ -514,7 +525,9 @@ impl BackupLifecycle {
     async fn force_delete(&self, ctx: &Context, id: &str) -> Result<(), Error> {
         let b = self.lookup(ctx, id).await?;
         if !ctx.is_admin() {
-            return Err(Error::Forbidden("backup:force_delete"));
+            return Err(Error::Forbidden(
+                "volume_extension:backup_admin_actions:force_delete",
+            ));
         }
         if b.status == "deleting" {
             return Ok(());

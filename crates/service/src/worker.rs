@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
-use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind};
+use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, Previous};
 use vbs_engine::{BackupOptions, Engine, EngineError, Progress, RestoreOptions};
 
 use crate::BackupLifecycle;
@@ -236,17 +236,34 @@ impl BackupWorker {
 
     async fn backup(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(), CatalogError> {
         let c = self.life.catalog();
-        let b = match c.get_backup(&job.backup_id, None).await {
-            Ok(b) if b.status == "creating" => b,
-            // Force-deleted or reset meanwhile: nothing to do here.
-            Ok(_) | Err(CatalogError::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        };
         let options: Value = job
             .options
             .as_deref()
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or(Value::Null);
+        let b = match c.get_backup(&job.backup_id, None).await {
+            Ok(b) if b.status == "creating" => b,
+            // Force-deleted or reset before it started: nothing to back up, but the
+            // volume or snapshot the request marked busy must be given back.
+            Ok(b) => {
+                self.release(&b).await;
+                return Ok(());
+            }
+            Err(CatalogError::NotFound) => {
+                let source = vbs_catalog::NewBackup {
+                    id: job.backup_id.clone(),
+                    volume_id: job.volume_id.clone().unwrap_or_default(),
+                    snapshot_id: options
+                        .get("snapshot_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    ..vbs_catalog::NewBackup::default()
+                };
+                self.life.release_source(&source).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let result = self.run_backup(&b, &options, cancel).await;
         let _ = c.set_backup_progress(&b.id, None).await;
         match result {
@@ -383,7 +400,21 @@ impl BackupWorker {
                 let reason = format!("Restore to volume {vid} failed: {e}");
                 c.set_backup_status(&b.id, &["restoring"], "available", Some(Some(&reason)))
                     .await?;
-                let _ = volumes.end_restore(&vid, false).await;
+                // Cinder: `error` for a volume created for the restore, else
+                // `error_restoring`.
+                let new_volume = job
+                    .options
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str::<Value>(o).ok())
+                    .and_then(|o| o.get("new_volume").and_then(Value::as_bool))
+                    == Some(true);
+                if new_volume {
+                    let _ = c
+                        .set_volume_status(&vid, &["restoring-backup"], "error", Previous::Clear)
+                        .await;
+                } else {
+                    let _ = volumes.end_restore(&vid, false).await;
+                }
             }
         }
         Ok(())
@@ -397,8 +428,10 @@ impl BackupWorker {
             Err(e) => return Err(e),
         }
         let result = async {
-            self.engine.delete_backup(&job.backup_id).await?;
+            // Alone from the manifest's removal on: a GC lists manifests and then reads
+            // them, so another delete removing one in between would fail it.
             let _alone = self.repo_lock.write().await;
+            self.engine.delete_backup(&job.backup_id).await?;
             self.engine.gc().await
         }
         .await;
