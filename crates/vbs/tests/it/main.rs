@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod backup_ops;
 mod detail;
 mod list;
 mod protocol;

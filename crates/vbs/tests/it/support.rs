@@ -407,3 +407,226 @@ macro_rules! both {
         }
     };
 }
+
+/// Polls `GET path` (as `token`, at 3.71) until `body[key]["status"]` is `want`, for at
+/// most a minute; returns `body[key]`. An `error…` status not waited for, or the time
+/// running out, panics with the last body.
+pub async fn wait_status(s: &Server, path: &str, token: &str, key: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    loop {
+        let (st, _, b) = s.get(path, Some(token), Some("3.71")).await;
+        assert_eq!(st, 200, "GET {path}: {b}");
+        let status = b[key]["status"].as_str().unwrap_or_default();
+        if status == want {
+            return b[key].clone();
+        }
+        // An error status nobody waits for ends the wait at once.
+        assert!(
+            !status.starts_with("error") || want.starts_with("error"),
+            "{path} is {status}, not {want}: {b}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never became {want}: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Seeded volume contents: holes, zeros written as data, random and text-like bytes,
+/// and copies at 4 KiB-aligned shifts (crates/engine/tests/it/image.rs, writing into
+/// an existing image instead of creating one).
+pub mod image {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::path::Path;
+
+    pub const MIB: u64 = 1 << 20;
+
+    /// xorshift64*: deterministic bytes without a dependency.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        /// Random bytes, eight at a time (the test binary is not optimised).
+        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+            let mut out = Vec::with_capacity(n + 8);
+            while out.len() < n {
+                out.extend_from_slice(&self.next().to_le_bytes());
+            }
+            out.truncate(n);
+            out
+        }
+        pub fn text(&mut self, n: usize) -> Vec<u8> {
+            const WORDS: &[&str] = &[
+                "the", "volume", "backup", "of", "a", "block", "device", "is", "kept", "safe\n",
+            ];
+            let mut out = Vec::with_capacity(n + 16);
+            while out.len() < n {
+                out.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
+                out.push(b' ');
+            }
+            out.truncate(n);
+            out
+        }
+    }
+
+    /// Writes `mib` MiB from `start` into the existing image at `path`: per MiB a hole
+    /// (left as it is), written zeros, random, text, or a copy of an earlier data MiB
+    /// shifted by a 4 KiB multiple.
+    pub fn fill(path: &Path, start: u64, mib: u64, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open image");
+        let mut sources: Vec<u64> = Vec::new();
+        for i in 0..mib {
+            let off = start + i * MIB;
+            match rng.below(5) {
+                0 => {}
+                1 => f
+                    .write_all_at(&vec![0u8; MIB as usize], off)
+                    .expect("write"),
+                2 => {
+                    f.write_all_at(&rng.bytes(MIB as usize), off)
+                        .expect("write");
+                    sources.push(off);
+                }
+                3 => {
+                    f.write_all_at(&rng.text(MIB as usize), off).expect("write");
+                    sources.push(off);
+                }
+                _ => {
+                    if let Some(&src) = sources.get(rng.below(sources.len().max(1) as u64) as usize)
+                    {
+                        let shift = (1 + rng.below(255)) * 4096;
+                        let mut buf = vec![0u8; (MIB - shift) as usize];
+                        f.read_exact_at(&mut buf, src).expect("read");
+                        f.write_all_at(&buf, off + shift).expect("write");
+                    }
+                }
+            }
+        }
+        f.sync_all().expect("sync");
+    }
+
+    /// Writes `len` random bytes at `off`.
+    pub fn random(path: &Path, off: u64, len: u64, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open image");
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(4 * MIB);
+            f.write_all_at(&rng.bytes(n as usize), off + done)
+                .expect("write");
+            done += n;
+        }
+        f.sync_all().expect("sync");
+    }
+
+    /// Overwrites `pages` random 4 KiB pages below `limit` with random bytes, as a
+    /// running guest would.
+    pub fn mutate(path: &Path, limit: u64, pages: u64, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open image");
+        for _ in 0..pages {
+            let p = rng.below(limit / 4096);
+            f.write_all_at(&rng.bytes(4096), p * 4096).expect("write");
+        }
+        f.sync_all().expect("sync");
+    }
+
+    /// A sparse file of `size` bytes (a reference to build expected contents in).
+    pub fn sparse(path: &Path, size: u64) {
+        let f = std::fs::File::create(path).expect("create");
+        f.set_len(size).expect("set_len");
+    }
+
+    /// Bytes allocated on disk.
+    pub fn allocated(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("stat").blocks() * 512
+    }
+
+    /// The data extents of the first `len` bytes of `f` (`SEEK_DATA`/`SEEK_HOLE`); the
+    /// rest reads as zeros.
+    fn data(f: &std::fs::File, len: u64) -> Vec<(u64, u64)> {
+        use rustix::fs::{SeekFrom, seek};
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < len {
+            let start = match seek(f, SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => panic!("SEEK_DATA: {e}"),
+            };
+            let end = seek(f, SeekFrom::Hole(start)).expect("SEEK_HOLE");
+            if start >= len {
+                break;
+            }
+            out.push((start, end.min(len)));
+            pos = end;
+        }
+        out
+    }
+
+    /// Asserts the first `len` bytes of two files are equal, reading only where either
+    /// has data (holes read as zeros in both).
+    #[track_caller]
+    pub fn assert_same(left: &Path, right: &Path, len: u64) {
+        let (fa, fb) = (
+            std::fs::File::open(left).expect("open left"),
+            std::fs::File::open(right).expect("open right"),
+        );
+        for (f, p) in [(&fa, left), (&fb, right)] {
+            assert!(
+                f.metadata().expect("stat").len() >= len,
+                "{} is short",
+                p.display()
+            );
+        }
+        let (mut bl, mut br) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
+        let mut ranges = data(&fa, len);
+        ranges.extend(data(&fb, len));
+        for (start, end) in ranges {
+            let mut off = start;
+            while off < end {
+                let n = (end - off).min(MIB) as usize;
+                fa.read_exact_at(&mut bl[..n], off).expect("read left");
+                fb.read_exact_at(&mut br[..n], off).expect("read right");
+                if bl[..n] != br[..n] {
+                    let first = bl[..n]
+                        .iter()
+                        .zip(&br[..n])
+                        .position(|(p, q)| p != q)
+                        .unwrap_or(0);
+                    panic!(
+                        "{} and {} differ at byte {}",
+                        left.display(),
+                        right.display(),
+                        off + first as u64
+                    );
+                }
+                off += n as u64;
+            }
+        }
+    }
+}
