@@ -194,14 +194,19 @@ impl Catalog {
         service_metadata: &str,
     ) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
-        sql.push("UPDATE backups SET status = 'available', fail_reason = NULL, progress = NULL, object_count = ")
-            .bind(Value::Int(object_count))
-            .push(", service_metadata = ")
-            .bind(text(service_metadata))
-            .push(", updated_at = ")
-            .bind(Value::Int(ts::now_micros()))
-            .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
-            .bind(text(id));
+        // A backup with no container gets the repository's default one, as Cinder's
+        // drivers fill in theirs.
+        sql.push(
+            "UPDATE backups SET status = 'available', fail_reason = NULL, progress = NULL, \
+             container = COALESCE(container, 'vbs-backups'), object_count = ",
+        )
+        .bind(Value::Int(object_count))
+        .push(", service_metadata = ")
+        .bind(text(service_metadata))
+        .push(", updated_at = ")
+        .bind(Value::Int(ts::now_micros()))
+        .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
+        .bind(text(id));
         Ok(self.execute(sql).await? == 1)
     }
 
