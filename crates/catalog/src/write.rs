@@ -31,8 +31,14 @@ impl Catalog {
             .rows_affected())
     }
 
+    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred one that reads first and then writes cannot wait for the lock when
+    /// another writer holds it, and fails with "database is locked" instead.
     pub(crate) async fn begin(&self) -> Result<Tx, CatalogError> {
-        Ok(self.pool().begin().await?)
+        Ok(match self.dialect() {
+            crate::Dialect::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            crate::Dialect::Postgres => self.pool().begin().await?,
+        })
     }
 }
 

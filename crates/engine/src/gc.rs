@@ -44,7 +44,12 @@ impl Engine {
         let mut live: HashSet<String> = HashSet::new();
         let mut stats = GcStats::default();
         for id in self.backups().await? {
-            let stored = self.store.get(&manifest_key(&id)).await?;
+            // A manifest deleted since the listing names nothing any more.
+            let stored = match self.store.get(&manifest_key(&id)).await {
+                Ok(s) => s,
+                Err(vbs_repository::StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let packs = tokio::task::spawn_blocking(move || {
                 Manifest::decode(&id, &stored).map(|m| m.header.packs)
             })

@@ -366,7 +366,13 @@ impl BackupWorker {
         let volumes = self.life.volumes();
         let b = match c.get_backup(&job.backup_id, None).await {
             Ok(b) if b.status == "restoring" => b,
-            Ok(_) | Err(CatalogError::NotFound) => return Ok(()),
+            // Reset or deleted before it started: give the target volume back.
+            Ok(_) | Err(CatalogError::NotFound) => {
+                if let Some(v) = &job.volume_id {
+                    let _ = volumes.end_restore(v, true).await;
+                }
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let Some(vid) = job.volume_id.clone() else {
