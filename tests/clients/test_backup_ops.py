@@ -286,6 +286,10 @@ def test_openstack_backup_create_incremental_force_restore_delete(vbs):
     assert_image(Image(vbs, v2["id"]).path, state_b)
     detach(vbs, p, v1["id"])
     wait_until(lambda: volume_show(vbs, p, "v1"), "available")
+    # leave no backup behind: the admin listings of the other client tests see every
+    # project of this shared server
+    ok(openstack_noauth(vbs, p, "volume", "backup", "delete", b3["id"]))
+    wait_gone(lambda: openstack_noauth(vbs, p, "volume", "backup", "show", b3["id"]).returncode != 0)
 
 
 # --------------------------------------------------------------------------- cinder

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod backup_ops;
+mod crash;
 mod detail;
 mod list;
 mod protocol;

@@ -145,6 +145,7 @@ pub struct Server {
     dir: PathBuf,
     database: Option<String>,
     pub catalog: String,
+    extra_args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -218,26 +219,7 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        // The server's log goes to a file: an inherited pipe would keep the test
-        // harness waiting if a server outlived its test.
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let child = vbs()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "noauth",
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .args(["--catalog", &catalog])
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start vbs");
+        let child = Self::spawn(&dir, &catalog, extra_args);
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Owned from here on, so that a failing assertion still stops the process.
         let mut server = Server {
@@ -246,8 +228,53 @@ impl Server {
             dir,
             database,
             catalog,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             http: reqwest::Client::new(),
         };
+        server.read_address();
+        server
+    }
+
+    /// Kills the server with SIGKILL (nothing flushed, nothing cleaned up) and starts
+    /// it again on the same data directory and catalog.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        self.child = Self::spawn(&self.dir, &self.catalog, &extra);
+        self.read_address();
+    }
+
+    fn spawn(dir: &std::path::Path, catalog: &str, extra_args: &[&str]) -> Child {
+        // The server's log goes to a file: an inherited pipe would keep the test
+        // harness waiting if a server outlived its test. Restarts append to it.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("log file");
+        vbs()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "noauth",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(["--catalog", catalog])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start vbs")
+    }
+
+    /// Reads the `listening on ADDR` line of a freshly started server.
+    fn read_address(&mut self) {
+        let server = self;
         let stdout = server.child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -262,7 +289,6 @@ impl Server {
                 panic!("unexpected first line {line:?}; log: {log}")
             });
         server.base = format!("http://{addr}");
-        server
     }
 
     /// GET with an optional token and microversion; the body parsed as JSON (Null if empty).
