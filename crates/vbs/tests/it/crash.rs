@@ -1,270 +1,371 @@
-//! Crash tests: the server is killed with SIGKILL at seeded moments of backups (full
-//! and incremental), restores and deletes (which run GC), and restarted on the same
-//! data directory. After each restart, once the interrupted work is finished or
-//! failed: nothing stays in a transitional status, a failure says why, `vbs admin
-//! verify` finds every stored backup intact, and every `available` backup restores
-//! byte-identical to the volume as it was when the backup was requested.
-#![allow(clippy::unwrap_used)]
+//! Crash tests ("kill -9 the server at random moments of backup, restore, delete and
+//! GC"). A 1 GiB volume holding seeded data is backed up (full, and incremental after
+//! mutated pages), restored to new volumes, and its backups are deleted (a delete runs
+//! GC), while the real `vbs serve` is killed with SIGKILL and started again on the same
+//! data directory. Each operation is first run once to measure it; the kills then land
+//! at seeded delays spread over that duration (before the request is answered, while
+//! the worker runs, after it finished), and shortly after seeded moments seen on disk
+//! (the n-th pack stored, the manifest stored, part of a restore written, a deleted
+//! backup's manifest gone while GC has yet to sweep), which a timer alone rarely hits.
+//! On `SQLite` a restart runs interrupted jobs again at once; on `PostgreSQL` the new
+//! process takes them over when their lease (1 s here) runs out. After each restart,
+//! once the interrupted work has been run again or failed:
+//!
+//! 1. every `available` backup restores to a new volume byte for byte as the volume was
+//!    when that backup was requested;
+//! 2. `vbs admin engine verify` finds every `available` backup's manifest and every
+//!    block it needs intact (no pack an available backup needs was collected);
+//! 3. no backup and no volume is left in a transitional status, and a failed backup
+//!    says why;
+//! 4. a backup whose delete was accepted is gone or failed with a reason, one whose
+//!    delete was never answered may also still be available (and then restores); a
+//!    restore's new volume is byte-identical or failed, and its backup is available
+//!    (one known gap, tolerated and marked where it is checked: a restore request cut
+//!    between creating its volume and starting the restore leaves the volume empty
+//!    and `available`).
+//!
+//! At the end every backup is deleted without kills: GC must leave no pack behind, so
+//! the packs of interrupted backups were garbage that a sweep removes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    clippy::many_single_char_names
+)]
+
+mod disk;
+mod harness;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::image::{self, MIB, assert_same};
-use crate::support::*;
+use self::disk::{Disk, Trigger};
+use self::harness::{Crash, measure, pick};
+use crate::support::image::{self, MIB, Rng, assert_same};
+use crate::support::{Backend, Server, token};
 
 const PROJECT: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
+const GIB: u64 = 1 << 30;
 /// The part of the 1 GiB volume that holds data.
-const DATA: u64 = 128 * MIB;
-const KILL_POINTS: u64 = 24;
+const DATA: u64 = 64 * MIB;
+/// How long interrupted work may take to be finished or failed after a restart.
+const SETTLE: Duration = Duration::from_mins(1);
+const MV: &str = "3.71";
 
-struct Harness {
-    s: Server,
-    token: String,
-    /// The expected bytes (first `DATA` bytes) of every backup ever requested.
-    expected: BTreeMap<String, PathBuf>,
-    refs: PathBuf,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Full,
+    Incremental,
+    Restore,
+    Delete,
 }
 
-impl Harness {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (st, b) = self
-            .s
-            .call(
-                method,
-                &format!("/v3/{PROJECT}/{path}"),
-                Some(&self.token),
-                Some("3.71"),
-                body.as_ref(),
-            )
-            .await;
-        (st.as_u16(), b)
-    }
+const OPS: [Op; 4] = [Op::Full, Op::Incremental, Op::Restore, Op::Delete];
 
-    fn volume_file(&self, id: &str) -> PathBuf {
-        self.s.dir().join("volumes").join(format!("{id}.img"))
-    }
-
-    /// Waits until no backup and no volume is in a transitional status; returns the
-    /// backups.
-    async fn settle(&self) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let (_, b) = self.call(Method::GET, "backups/detail", None).await;
-            let (_, v) = self.call(Method::GET, "volumes/detail", None).await;
-            let backups = b["backups"].as_array().cloned().unwrap_or_default();
-            let volumes = v["volumes"].as_array().cloned().unwrap_or_default();
-            let busy = backups
-                .iter()
-                .map(|x| x["status"].as_str().unwrap_or_default())
-                .chain(
-                    volumes
-                        .iter()
-                        .map(|x| x["status"].as_str().unwrap_or_default()),
-                )
-                .any(|st| {
-                    matches!(
-                        st,
-                        "creating" | "restoring" | "deleting" | "backing-up" | "restoring-backup"
-                    )
-                });
-            if !busy {
-                return backups;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "work left in a transitional status after a restart: {b} {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Restores `backup` to a new volume and compares it with what was backed up.
-    async fn check_restore(&self, backup: &str) {
-        let (st, r) = self
-            .call(
-                Method::POST,
-                &format!("backups/{backup}/restore"),
-                Some(json!({"restore": {}})),
-            )
-            .await;
-        assert_eq!(st, 202, "restore {backup}: {r}");
-        let vid = r["restore"]["volume_id"].as_str().unwrap().to_owned();
-        wait_status(
-            &self.s,
-            &format!("/v3/{PROJECT}/volumes/{vid}"),
-            &self.token,
-            "volume",
-            "available",
-        )
-        .await;
-        assert_same(&self.expected[backup], &self.volume_file(&vid), DATA);
-        let (st, _) = self
-            .call(Method::DELETE, &format!("volumes/{vid}"), None)
-            .await;
-        assert_eq!(st, 202);
-    }
-
-    fn verify(&self) {
-        let out = vbs()
-            .args(["admin", "verify", "--data-dir"])
-            .arg(self.s.dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "verify after a crash: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+fn busy(status: &str) -> bool {
+    matches!(
+        status,
+        "creating"
+            | "restoring"
+            | "deleting"
+            | "backing-up"
+            | "restoring-backup"
+            | "extending"
+            | "attaching"
+            | "detaching"
+    )
 }
 
-fn keep(path: &Path, dst: &Path) {
-    let mut buf = vec![0u8; DATA as usize];
-    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(path).unwrap(), &mut buf, 0)
-        .unwrap();
-    std::fs::write(dst, buf).unwrap();
+fn status(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or_default()
 }
 
+fn reason(v: &Value) -> &str {
+    v["fail_reason"].as_str().unwrap_or_default()
+}
+
+/// On `SQLite` (one process) a restart runs interrupted jobs again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_backup_restore_delete_and_gc() {
-    let s = Server::start_with(Backend::Sqlite, &[], &[]);
+async fn kill_9_during_backup_restore_delete_and_gc_sqlite() {
+    run(Backend::Sqlite, 6).await;
+}
+
+/// On `PostgreSQL` a restarted node takes a dead worker's jobs over when their lease
+/// runs out: fewer points, as each restart waits for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_backup_restore_delete_and_gc_postgres() {
+    run(Backend::Postgres, 2).await;
+}
+
+async fn run(backend: Backend, per_op: u64) {
+    let started = Instant::now();
+    // A short lease, so that nothing waits long for a dead worker's claim.
+    let config = std::env::temp_dir().join(format!("vbs-crash-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, "job_lease_secs = 1\n").unwrap();
+    let s = Server::start_with(backend, &[], &["--config", config.to_str().unwrap()]);
     let refs = s.dir().join("expected");
     std::fs::create_dir_all(&refs).unwrap();
-    let mut h = Harness {
+    let mut h = Crash {
         s,
         token: token("u", PROJECT),
-        expected: BTreeMap::new(),
+        volume: String::new(),
         refs,
+        expected: BTreeMap::new(),
+        restores_checked: 0,
     };
     let (st, v) = h
         .call(
             Method::POST,
             "volumes",
-            Some(json!({"volume": {"size": 1, "name": "src"}})),
+            Some(json!({"volume": {"size": 1, "name": "crash-source"}})),
         )
         .await;
     assert_eq!(st, 202, "{v}");
-    let vol = v["volume"]["id"].as_str().unwrap().to_owned();
-    let src = h.volume_file(&vol);
-    image::fill(&src, 0, DATA / MIB, 7);
+    h.volume = v["volume"]["id"].as_str().unwrap().to_owned();
+    h.settle().await;
+    image::fill(&h.volume_file(&h.volume), 0, DATA / MIB, 7);
 
-    let mut rng = image::Rng::new(2024);
-    let mut interrupted = BTreeMap::<&str, u64>::new();
-    for point in 0..KILL_POINTS {
-        // Backups, incrementals, restores and deletes in turn; the kill lands anywhere
-        // from before the worker starts to after it has finished.
-        let op = ["full", "incremental", "restore", "delete"][(point % 4) as usize];
-        let delay = Duration::from_millis(rng.below(120));
-        let backups = h.settle().await;
-        let available: Vec<&Value> = backups
-            .iter()
-            .filter(|b| b["status"] == "available")
-            .collect();
-        let started = match op {
-            "full" | "incremental" => {
-                image::mutate(&src, DATA, 64, 100 + point);
-                // What the backup must hold, kept before it is requested.
-                let pending = h.refs.join("pending");
-                keep(&src, &pending);
-                let incremental = op == "incremental" && !available.is_empty();
-                let (st, b) = h
-                    .call(
-                        Method::POST,
-                        "backups",
-                        Some(json!({"backup": {"volume_id": vol, "incremental": incremental}})),
-                    )
-                    .await;
-                assert_eq!(st, 202, "create: {b}");
-                let id = b["backup"]["id"].as_str().unwrap().to_owned();
-                let path = h.refs.join(&id);
-                std::fs::rename(&pending, &path).unwrap();
-                h.expected.insert(id, path);
-                true
-            }
-            "restore" => match available.last() {
-                Some(b) => {
-                    let id = b["id"].as_str().unwrap();
-                    let (st, r) = h
-                        .call(
-                            Method::POST,
-                            &format!("backups/{id}/restore"),
-                            Some(json!({"restore": {}})),
+    // Each operation once without a kill: how long it took bounds the kill delays. A
+    // full and its incremental stay for the loop; a second full is deleted, so that the
+    // measured delete collects the packs of a whole backup.
+    let mut rng = Rng::new(20_261_129);
+    let mut took = BTreeMap::new();
+    let mut packs = BTreeMap::new();
+    let (d, _, p) = measure(&mut h, Op::Full, None, 0).await;
+    took.insert(Op::Full, d);
+    packs.insert(Op::Full, p);
+    let (d, incremental, p) = measure(&mut h, Op::Incremental, None, 1).await;
+    took.insert(Op::Incremental, d);
+    packs.insert(Op::Incremental, p);
+    let (d, vid, _) = measure(&mut h, Op::Restore, Some(&incremental), 2).await;
+    took.insert(Op::Restore, d);
+    let restored = image::allocated(&h.volume_file(&vid));
+    assert_same(&h.expected[&incremental], &h.volume_file(&vid), GIB);
+    let (st, b) = h
+        .call(Method::DELETE, &format!("volumes/{vid}"), None)
+        .await;
+    assert_eq!(st, 202, "{b}");
+    let (d, second, _) = measure(&mut h, Op::Full, None, 3).await;
+    took.insert(Op::Full, d.max(took[&Op::Full]));
+    let (d, _, _) = measure(&mut h, Op::Delete, Some(&second), 4).await;
+    took.insert(Op::Delete, d);
+    h.expected.remove(&second);
+    let mut n = 4;
+    eprintln!(
+        "crash: {backend:?} measured {took:?}, new packs {packs:?}, restore writes {restored} bytes"
+    );
+
+    let mut outcomes: BTreeMap<(Op, String), u64> = BTreeMap::new();
+    let mut phases: BTreeMap<(Op, String), u64> = BTreeMap::new();
+    for round in 0..per_op {
+        for op in OPS {
+            n += 1;
+            let (backups, vols) = h.settle().await;
+            let dur = took[&op].as_micros() as u64;
+            // Even rounds: the k-th timed kill of an operation lands in the k-th slice
+            // of its measured duration (the last a little past its end). Odd rounds:
+            // shortly after a moment seen on disk, spread over the operation.
+            let timed = per_op.div_ceil(2);
+            let trigger = if round % 2 == 0 {
+                let span = dur * 11 / 10;
+                let k = round / 2;
+                Trigger::After(Duration::from_micros(
+                    span * k / timed + rng.below((span / timed).max(1)),
+                ))
+            } else {
+                let k = round / 2;
+                let of = (per_op / 2).max(1);
+                let small = Duration::from_micros(rng.below(3000));
+                match op {
+                    Op::Full | Op::Incremental if k + 1 == of => Trigger::Manifest(small),
+                    Op::Full | Op::Incremental => {
+                        let p = packs[&op].max(1) as u64;
+                        Trigger::Pack(
+                            (1 + p * k / of + rng.below(p / of + 1)).min(p) as usize,
+                            small,
                         )
-                        .await;
-                    assert_eq!(st, 202, "restore: {r}");
-                    true
+                    }
+                    Op::Restore => Trigger::Written(restored * (2 * k + 1) / (2 * of), small),
+                    Op::Delete => Trigger::ManifestGone(small),
                 }
-                None => false,
-            },
-            _ => match available
-                .iter()
-                .find(|b| b["has_dependent_backups"] == false)
-            {
-                Some(b) => {
-                    let id = b["id"].as_str().unwrap();
-                    let (st, r) = h.call(Method::DELETE, &format!("backups/{id}"), None).await;
-                    assert_eq!(st, 202, "delete: {r}");
-                    true
-                }
-                None => false,
-            },
-        };
-        if started {
-            *interrupted.entry(op).or_default() += 1;
-        }
-        tokio::time::sleep(delay).await;
-        h.s.kill_and_restart();
-
-        let backups = h.settle().await;
-        for b in &backups {
-            let st = b["status"].as_str().unwrap();
-            if st.starts_with("error") {
-                assert!(
-                    b["fail_reason"].as_str().is_some_and(|r| !r.is_empty()),
-                    "a failed backup says why: {b}"
-                );
-            }
-        }
-        // Restored volumes never stay half-written without saying so.
-        let (_, vols) = h.call(Method::GET, "volumes/detail", None).await;
-        for v in vols["volumes"].as_array().unwrap() {
-            let st = v["status"].as_str().unwrap();
-            assert!(
-                matches!(st, "available" | "error" | "error_restoring"),
-                "volume left {st}: {v}"
+            };
+            let any = backups.values().any(|b| status(b) == "available");
+            let op = if op == Op::Incremental && !any {
+                Op::Full
+            } else {
+                op
+            };
+            let target = match op {
+                Op::Restore | Op::Delete => Some(
+                    pick(op, &mut rng, &backups)
+                        .unwrap_or_else(|| panic!("nothing to {op:?}: {backups:?}")),
+                ),
+                _ => None,
+            };
+            let disk = Disk::read(h.s.dir());
+            let req = h.start(op, target.as_deref(), n);
+            h.wait_for(trigger, &disk, target.as_deref(), took[&op] * 3)
+                .await;
+            h.s.kill();
+            let phase = Disk::read(h.s.dir()).phase(&disk, op, target.as_deref(), restored);
+            h.s.restart();
+            let answer = req.await.unwrap();
+            eprintln!(
+                "crash: {backend:?} round {round} {op:?} {target:?} killed at {trigger:?} \
+                 ({}answered, {phase})",
+                if answer.is_some() { "" } else { "not " }
             );
+            let (after, vols_after) = h.settle().await;
+
+            let outcome = match op {
+                Op::Full | Op::Incremental => {
+                    let new: Vec<&String> = after
+                        .keys()
+                        .filter(|id| !backups.contains_key(*id))
+                        .collect();
+                    assert!(new.len() <= 1, "one request, one backup: {new:?}");
+                    if let Some((st, b)) = &answer {
+                        assert_eq!(*st, 202, "{b}");
+                        assert_eq!(
+                            new.first().map(|s| s.as_str()),
+                            b["backup"]["id"].as_str(),
+                            "an accepted backup exists after the restart"
+                        );
+                    }
+                    match new.first() {
+                        Some(id) => {
+                            let path = h.refs.join(id);
+                            std::fs::rename(h.refs.join("pending"), &path).unwrap();
+                            h.expected.insert((*id).clone(), path);
+                            status(&after[*id]).to_owned()
+                        }
+                        None => "never created".to_owned(),
+                    }
+                }
+                Op::Restore => {
+                    let backup = target.unwrap();
+                    let new: Vec<&String> = vols_after
+                        .keys()
+                        .filter(|id| !vols.contains_key(*id))
+                        .collect();
+                    assert!(new.len() <= 1, "one restore, one volume: {new:?}");
+                    if let Some((st, b)) = &answer {
+                        assert_eq!(*st, 202, "{b}");
+                        assert_eq!(
+                            new.first().map(|s| s.as_str()),
+                            b["restore"]["volume_id"].as_str()
+                        );
+                    }
+                    assert_eq!(
+                        status(&after[&backup]),
+                        "available",
+                        "a restore, finished or not, leaves its backup available"
+                    );
+                    match new.first() {
+                        Some(vid) => {
+                            let mut st = status(&vols_after[*vid]).to_owned();
+                            let file = h.volume_file(vid);
+                            if st == "available" && answer.is_none() && image::allocated(&file) == 0
+                            {
+                                // Known gap (reported): the restore's volume is created
+                                // `available` and only then moved to `restoring-backup`
+                                // (VolumeService::create_volume_for_restore); a kill in
+                                // between leaves an empty `available` volume and an
+                                // unanswered request. Every backup here holds data, so
+                                // an empty volume is this case, not a restore.
+                                st = "available but empty (request cut)".into();
+                            } else if st == "available" {
+                                // Finished: the volume must hold the backup.
+                                assert_same(&h.expected[&backup], &file, GIB);
+                            }
+                            let (code, b) = h
+                                .call(Method::DELETE, &format!("volumes/{vid}"), None)
+                                .await;
+                            assert_eq!(code, 202, "{b}");
+                            format!("volume {st}")
+                        }
+                        None => "never started".to_owned(),
+                    }
+                }
+                Op::Delete => {
+                    let backup = target.unwrap();
+                    if let Some((st, b)) = &answer {
+                        assert_eq!(*st, 202, "{b}");
+                    }
+                    match after.get(&backup) {
+                        None => {
+                            let (st, _) = h
+                                .call(Method::GET, &format!("backups/{backup}"), None)
+                                .await;
+                            assert_eq!(st, 404);
+                            "gone".to_owned()
+                        }
+                        Some(b) => {
+                            let st = status(b);
+                            match st {
+                                "error" | "error_deleting" => {
+                                    assert!(!reason(b).is_empty(), "a failed delete says why: {b}");
+                                }
+                                "available" => assert!(
+                                    answer.is_none(),
+                                    "an accepted delete came back available: {b}"
+                                ),
+                                other => panic!("a deleted backup is {other}: {b}"),
+                            }
+                            st.to_owned()
+                        }
+                    }
+                }
+            };
+            eprintln!("crash: {backend:?} round {round} {op:?}: {outcome}");
+            *outcomes.entry((op, outcome)).or_default() += 1;
+            *phases.entry((op, phase)).or_default() += 1;
+            h.check_all(&after, &vols_after).await;
         }
-        h.verify();
+    }
+    eprintln!("crash: {backend:?} outcomes {outcomes:?}");
+    eprintln!("crash: {backend:?} phases at the kill {phases:?}");
+
+    // The kills interrupted real work, not only idle servers (on SQLite a restart
+    // says so when it queues interrupted jobs again; PostgreSQL leaves them to leases).
+    if matches!(backend, Backend::Sqlite) {
+        let log = std::fs::read_to_string(h.s.dir().join("server.log")).unwrap();
+        let recovered = log
+            .matches("backup work interrupted by the last shutdown recovered")
+            .count();
+        assert!(
+            recovered >= 8,
+            "only {recovered} restarts found work to recover"
+        );
     }
 
-    // Every backup that claims to be available restores byte for byte.
-    let backups = h.settle().await;
-    let mut checked = 0;
-    for b in &backups {
-        if b["status"] == "available" {
-            h.check_restore(b["id"].as_str().unwrap()).await;
-            checked += 1;
-        }
+    // Without kills now: delete every backup, leaves first. GC must then leave an
+    // empty repository: whatever interrupted backups wrote was garbage it collects.
+    loop {
+        let (backups, _) = h.settle().await;
+        let Some((id, _)) = backups
+            .iter()
+            .find(|(_, b)| b["has_dependent_backups"] == false)
+        else {
+            assert!(backups.is_empty(), "undeletable: {backups:?}");
+            break;
+        };
+        // `available` and `error` backups are deletable, and nothing else is left.
+        let (st, b) = h.call(Method::DELETE, &format!("backups/{id}"), None).await;
+        assert_eq!(st, 202, "cannot delete {id}: {b}");
     }
+    let disk = Disk::read(h.s.dir());
     assert!(
-        checked >= 3,
-        "enough backups survived to check: {backups:?}"
+        disk.manifests.is_empty() && disk.packs.is_empty(),
+        "left in the repository: {disk:?}"
     );
-    assert!(
-        interrupted.values().all(|n| *n >= 4) && interrupted.len() == 4,
-        "every operation was interrupted several times: {interrupted:?}"
+    eprintln!(
+        "crash: {backend:?}: {} kill points, {} restores compared, {:?}",
+        per_op * 4,
+        h.restores_checked,
+        started.elapsed()
     );
-    h.verify();
-    // The kills must have interrupted real work, not only idle servers.
-    let log = std::fs::read_to_string(h.s.dir().join("server.log")).unwrap();
-    let recovered = log.matches("interrupted by the last shutdown").count();
-    assert!(
-        recovered >= 8,
-        "only {recovered} restarts found work to recover"
-    );
+    let _ = std::fs::remove_file(&config);
 }

@@ -235,11 +235,16 @@ impl Server {
         server
     }
 
-    /// Kills the server with SIGKILL (nothing flushed, nothing cleaned up) and starts
-    /// it again on the same data directory and catalog.
-    pub fn kill_and_restart(&mut self) {
+    /// Kills the server with SIGKILL (nothing flushed, nothing cleaned up) and waits
+    /// until it is gone.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the server again (after [`Server::kill`]) on the same data directory,
+    /// catalog and arguments.
+    pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         self.child = Self::spawn(&self.dir, &self.catalog, &extra);
         self.read_address();
