@@ -366,4 +366,30 @@ impl Catalog {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Whether a live `creating` backup other than `backup_id` holds this source: the
+    /// snapshot when one is named, else the volume itself.
+    pub async fn source_held_by_other(
+        &self,
+        backup_id: &str,
+        volume_id: &str,
+        snapshot_id: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT b.id FROM backups b WHERE b.deleted = 0 AND b.status = 'creating' AND b.id <> ",
+        )
+        .bind(text(backup_id));
+        match snapshot_id {
+            Some(s) => sql.push(" AND b.snapshot_id = ").bind(text(s)),
+            None => sql
+                .push(" AND b.snapshot_id IS NULL AND b.volume_id = ")
+                .bind(text(volume_id)),
+        };
+        sql.push(" LIMIT 1");
+        Ok(!self
+            .fetch(sql, crate::read::Cost::Small, |r| r.text(0))
+            .await?
+            .is_empty())
+    }
 }

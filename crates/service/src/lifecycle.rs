@@ -285,7 +285,21 @@ impl BackupLifecycle {
     }
 
     /// Puts a backup's source back to what it was before the backup.
+    /// Never while another backup holds the same source: a job run again after its
+    /// worker died must not free a volume that a newer backup is reading.
     pub(crate) async fn release_source(&self, b: &NewBackup) {
+        match self
+            .catalog
+            .source_held_by_other(&b.id, &b.volume_id, b.snapshot_id.as_deref())
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!(backup = %b.id, error = %e, "could not check the backup's source");
+                return;
+            }
+        }
         let r = match &b.snapshot_id {
             Some(s) => self
                 .catalog
