@@ -129,24 +129,6 @@ impl Catalog {
         self.fetch_first(sql, record_from_row).await
     }
 
-    /// Whether any live backup of this volume exists in the project (any status).
-    pub async fn volume_has_backups(
-        &self,
-        project_id: &str,
-        volume_id: &str,
-    ) -> Result<bool, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT b.id FROM backups b WHERE b.deleted = 0 AND b.project_id = ")
-            .bind(text(project_id))
-            .push(" AND b.volume_id = ")
-            .bind(text(volume_id))
-            .push(" LIMIT 1");
-        Ok(!self
-            .fetch(sql, crate::read::Cost::Small, |r| r.text(0))
-            .await?
-            .is_empty())
-    }
-
     /// Live backups (any project) whose parent is `id`.
     pub async fn backup_children(&self, id: &str) -> Result<u64, CatalogError> {
         let mut sql = Sql::default();

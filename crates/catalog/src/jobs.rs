@@ -175,12 +175,4 @@ impl Catalog {
         let row = sql.into_query().fetch_one(self.pool()).await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
-
-    /// Jobs waiting or running, by kind (for tests and operators).
-    pub async fn job_count(&self) -> Result<i64, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT COUNT(*) FROM jobs");
-        let row = sql.into_query().fetch_one(self.pool()).await?;
-        Ok(row.try_get::<i64, _>(0)?)
-    }
 }

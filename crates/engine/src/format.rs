@@ -213,11 +213,6 @@ impl Manifest {
         Ok(())
     }
 
-    /// Blocks with data (the rest of the volume is zeros).
-    pub fn block_count(&self) -> u64 {
-        self.runs.iter().map(|r| u64::from(r.count)).sum()
-    }
-
     /// Where each frame's slot hashes start in `hashes`.
     pub fn slot_bases(&self) -> Vec<usize> {
         let mut base = 0;
