@@ -292,9 +292,16 @@ impl Catalog {
 
     /// After a restart: volumes and snapshots left busy by backup work that no longer
     /// exists go back to what they were (`restoring-backup` becomes
-    /// `error_restoring`: its bytes are half written). Returns how many moved.
-    pub async fn release_orphaned_sources(&self) -> Result<u64, CatalogError> {
+    /// `error_restoring`: its bytes are half written). Only rows last changed before
+    /// `stale_before` move (a request between its status move and its job is not an
+    /// orphan). Returns how many moved.
+    pub async fn release_orphaned_sources(&self, stale_before: i64) -> Result<u64, CatalogError> {
         let now = ts::now_micros();
+        let stale = |sql: &mut Sql| {
+            sql.push(" AND (updated_at IS NULL OR updated_at < ")
+                .bind(Value::Int(stale_before))
+                .push(")");
+        };
         let mut n = 0;
         let mut sql = Sql::default();
         sql.push(
@@ -306,6 +313,7 @@ impl Catalog {
             " WHERE deleted = 0 AND status = 'backing-up' AND id NOT IN \
              (SELECT volume_id FROM backups WHERE deleted = 0 AND status = 'creating')",
         );
+        stale(&mut sql);
         n += self.execute(sql).await?;
         let mut sql = Sql::default();
         sql.push(
@@ -314,8 +322,10 @@ impl Catalog {
         .bind(Value::Int(now))
         .push(
             " WHERE deleted = 0 AND status = 'restoring-backup' AND id NOT IN \
-                 (SELECT volume_id FROM jobs WHERE kind = 'restore' AND volume_id IS NOT NULL)",
+                 (SELECT volume_id FROM jobs WHERE kind = 'restore' AND state <> 'done' \
+                 AND volume_id IS NOT NULL)",
         );
+        stale(&mut sql);
         n += self.execute(sql).await?;
         let mut sql = Sql::default();
         sql.push("UPDATE snapshots SET status = 'available', updated_at = ")
@@ -325,6 +335,7 @@ impl Catalog {
                  (SELECT snapshot_id FROM backups WHERE deleted = 0 AND status = 'creating' \
                  AND snapshot_id IS NOT NULL)",
             );
+        stale(&mut sql);
         n += self.execute(sql).await?;
         Ok(n)
     }

@@ -1,8 +1,9 @@
-//! The work queue: backup, restore and delete work waits here until a worker claims
+//! The work queue: backup, restore, delete and GC work waits here until a worker claims
 //! it. A claim is a lease: the worker renews it while it works; work whose lease ran
 //! out (the worker died) is claimed again by anyone. On PostgreSQL the claim skips
 //! rows other transactions hold (`FOR UPDATE SKIP LOCKED`), so no job goes to two
-//! workers; SQLite has one writer at a time, which gives the same guarantee.
+//! workers; SQLite has one writer at a time, which gives the same guarantee. Finished
+//! jobs stay as history (`done`, with the worker that ran them) until pruned.
 
 use sqlx::Row as _;
 
@@ -18,6 +19,8 @@ pub enum JobKind {
     Delete,
     /// Check an imported record's data before it turns `available`.
     Verify,
+    /// Sweep packs no manifest names (no backup: `backup_id` is empty).
+    Gc,
 }
 
 impl JobKind {
@@ -27,6 +30,7 @@ impl JobKind {
             Self::Restore => "restore",
             Self::Delete => "delete",
             Self::Verify => "verify",
+            Self::Gc => "gc",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -35,6 +39,7 @@ impl JobKind {
             "restore" => Some(Self::Restore),
             "delete" => Some(Self::Delete),
             "verify" => Some(Self::Verify),
+            "gc" => Some(Self::Gc),
             _ => None,
         }
     }
@@ -149,14 +154,49 @@ impl Catalog {
         Ok(self.execute(sql).await? == 1)
     }
 
-    /// Removes a finished job; `false` if it was not this worker's any more.
+    /// Marks a job done (kept as history); `false` if it was not this worker's any more.
     pub async fn finish_job(&self, pk: i64, worker: &str) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
-        sql.push("DELETE FROM jobs WHERE pk = ")
+        sql.push("UPDATE jobs SET state = 'done', lease_until = NULL, finished_at = ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" WHERE state = 'running' AND pk = ")
             .bind(Value::Int(pk))
             .push(" AND worker = ")
             .bind(Value::Text(worker.into()));
         Ok(self.execute(sql).await? == 1)
+    }
+
+    /// Gives a claimed job back to the queue (its worker lost what made the work safe
+    /// and stopped); `false` if it was not this worker's any more.
+    pub async fn release_job(&self, pk: i64, worker: &str) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push(
+            "UPDATE jobs SET state = 'queued', worker = NULL, lease_until = NULL \
+             WHERE state = 'running' AND pk = ",
+        )
+        .bind(Value::Int(pk))
+        .push(" AND worker = ")
+        .bind(Value::Text(worker.into()));
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// Queues a GC unless one is queued already (one sweep after a burst of deletes).
+    pub async fn enqueue_gc(&self) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push(
+            "INSERT INTO jobs (kind, backup_id, state, created_at) SELECT 'gc', '', 'queued', ",
+        )
+        .bind(Value::Int(ts::now_micros()))
+        .push(" WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = 'gc' AND state = 'queued')");
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// Forgets finished jobs older than `before` (microseconds since the epoch).
+    pub async fn prune_jobs(&self, before: i64) -> Result<u64, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("DELETE FROM jobs WHERE state = 'done' AND finished_at < ")
+            .bind(Value::Int(before));
+        self.execute(sql).await
     }
 
     /// Puts every running job back in the queue: at start-up of the embedded mode,
@@ -167,10 +207,10 @@ impl Catalog {
         self.execute(sql).await
     }
 
-    /// Whether any job concerns this backup.
+    /// Whether unfinished work concerns this backup.
     pub async fn has_job(&self, backup_id: &str) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
-        sql.push("SELECT COUNT(*) FROM jobs WHERE backup_id = ")
+        sql.push("SELECT COUNT(*) FROM jobs WHERE state <> 'done' AND backup_id = ")
             .bind(Value::Text(backup_id.into()));
         let row = sql.into_query().fetch_one(self.pool()).await?;
         Ok(row.try_get::<i64, _>(0)? > 0)

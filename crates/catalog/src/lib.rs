@@ -8,6 +8,7 @@
 
 mod backup_write;
 mod backups;
+mod cluster;
 mod import;
 mod import_sqlite;
 mod jobs;
@@ -30,6 +31,7 @@ pub use backups::{
     BackupQuery, BackupRecord, BackupSummary, Column, ColumnKind, Filter, ListPage, SortDir,
     SortKey,
 };
+pub use cluster::{LockMode, NodeRecord};
 pub use import::{ImportError, ImportStats};
 pub use jobs::{Job, JobKind, NewJob};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
