@@ -5,9 +5,10 @@
 //! manifest names is garbage. A backup being written has packs but no manifest yet, so
 //! the sweep must not run while one is being written: the caller holds the catalog's
 //! repository lock in exclusive mode around [`Engine::gc`], writers hold it shared
-//! (docs/repository.md, "Garbage collection").
+//! (docs/repository.md, "GC and backups being written, across nodes").
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::format::{Manifest, manifest_key, pack_key};
 use crate::{Engine, EngineError};
@@ -41,6 +42,12 @@ impl Engine {
     /// Deletes every pack that no stored manifest names. A manifest that cannot be read
     /// stops the sweep (deleting on a partial view could destroy live data).
     pub async fn gc(&self) -> Result<GcStats, EngineError> {
+        self.gc_until(&AtomicBool::new(false)).await
+    }
+
+    /// [`Engine::gc`], stopping with [`EngineError::Cancelled`] before the next delete
+    /// once `stop` is set (the caller lost the lock that made the sweep safe).
+    pub async fn gc_until(&self, stop: &AtomicBool) -> Result<GcStats, EngineError> {
         let mut live: HashSet<String> = HashSet::new();
         let mut stats = GcStats::default();
         for id in self.backups().await? {
@@ -65,6 +72,9 @@ impl Engine {
             if live.contains(id) {
                 stats.packs_kept += 1;
                 continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled);
             }
             self.store.delete(&pack_key(id)).await?;
             stats.packs_deleted += 1;

@@ -8,6 +8,7 @@ mod error;
 mod lifecycle;
 mod manage;
 mod microversion;
+mod scheduler;
 pub mod schema;
 mod snapshots;
 mod volume_actions;
@@ -20,6 +21,7 @@ pub use error::Error;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use microversion::Microversion;
+pub use scheduler::{SchedulerOptions, run_scheduler};
 pub use snapshots::CreateSnapshotOptions;
 pub use volumes::{
     CreateVolumeOptions, DEFAULT_AZ, DEFAULT_TYPE, Listed, POOL_HOST, VOLUME_STATUSES,

@@ -85,14 +85,17 @@ impl BackupLifecycle {
         self.workers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// No backup worker runs here: Cinder's "no backup service" (we answer 503).
-    fn need_worker(&self) -> Result<(), Error> {
-        if self.workers.load(Ordering::SeqCst) == 0 {
-            return Err(Error::Unavailable(
-                "Service cinder-backup could not be found.".into(),
-            ));
+    /// No backup worker runs here or on any live node: Cinder's "no backup service"
+    /// (we answer 503).
+    async fn need_worker(&self) -> Result<(), Error> {
+        if self.workers.load(Ordering::SeqCst) > 0
+            || !self.catalog.live_nodes("worker").await?.is_empty()
+        {
+            return Ok(());
         }
-        Ok(())
+        Err(Error::Unavailable(
+            "Service cinder-backup could not be found.".into(),
+        ))
     }
 
     async fn enqueued(&self) {
@@ -100,23 +103,45 @@ impl BackupLifecycle {
     }
 
     /// At start-up: work a crash interrupted is finished or failed, never left in a
-    /// transitional status (only backups this service runs: `service` is ours). On SQLite (one process) every running job is ours and is
-    /// run again; on PostgreSQL other nodes' leases decide. Backups whose job is gone
-    /// are failed (`creating`), given back (`restoring`) or deleted again
-    /// (`deleting`); busy volumes and snapshots without work are released.
-    pub async fn recover(&self) -> Result<u64, Error> {
+    /// transitional status. On `SQLite` (one process) every running job and every
+    /// repository lock was ours: the jobs are run again and the locks dropped. On
+    /// `PostgreSQL` other nodes' leases decide, and requests in flight on other nodes
+    /// get `grace`. Then [`BackupLifecycle::sweep`].
+    pub async fn recover(&self, grace: std::time::Duration) -> Result<u64, Error> {
         let c = &self.catalog;
         let mut n = 0;
         if c.dialect() == Dialect::Sqlite {
             n += c.requeue_running_jobs().await?;
+            c.clear_repository_locks().await?;
+            n += self.sweep(None).await?;
+        } else {
+            n += self.sweep(Some(grace)).await?;
         }
+        Ok(n)
+    }
+
+    /// Backups in a transitional status whose job is gone (only backups this service
+    /// runs: `service` is ours) are failed (`creating`), given back (`restoring`) or
+    /// deleted again (`deleting`); busy volumes and snapshots without work are
+    /// released. With `grace`, only rows unchanged for that long are touched (the
+    /// scheduler's periodic sweep, while requests are in flight).
+    pub async fn sweep(&self, grace: Option<std::time::Duration>) -> Result<u64, Error> {
+        let c = &self.catalog;
+        let now = ts::now_micros();
+        let stale_before = grace.map_or(now, |g| {
+            now - i64::try_from(g.as_micros()).unwrap_or(i64::MAX)
+        });
+        let mut n = 0;
         for b in c
             .backups_in_status(&["creating", "restoring", "deleting"])
             .await?
         {
             // Rows another service wrote (a Cinder catalog imported with
             // `vbs admin import-backups`) are history, not work of ours.
-            if b.service.as_deref() != Some(BACKUP_SERVICE) || c.has_job(&b.id).await? {
+            if b.service.as_deref() != Some(BACKUP_SERVICE)
+                || b.updated_at.unwrap_or(b.created_at) >= stale_before
+                || c.has_job(&b.id).await?
+            {
                 continue;
             }
             let reason = "Interrupted by a restart of the backup service.";
@@ -136,7 +161,7 @@ impl BackupLifecycle {
             }
             n += 1;
         }
-        n += c.release_orphaned_sources().await?;
+        n += c.release_orphaned_sources(stale_before).await?;
         Ok(n)
     }
 
@@ -210,7 +235,7 @@ impl BackupLifecycle {
                 }
             }
         }
-        self.need_worker()?;
+        self.need_worker().await?;
         let parent = if b.incremental {
             let p = self
                 .catalog
@@ -387,7 +412,7 @@ impl BackupLifecycle {
         if self.catalog.backup_children(&b.id).await? > 0 {
             return Err(invalid_backup("Incremental backups exist for this backup."));
         }
-        self.need_worker()?;
+        self.need_worker().await?;
         if !self
             .catalog
             .set_backup_status(&b.id, from, "deleting", None)
@@ -438,7 +463,7 @@ impl BackupLifecycle {
         if b.size <= 0 {
             return Err(invalid_backup("Backup to be restored has invalid size"));
         }
-        self.need_worker()?;
+        self.need_worker().await?;
         let volume = match &volume_id {
             None => {
                 self.volumes
@@ -633,7 +658,7 @@ impl BackupLifecycle {
             Err(CatalogError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
-        self.need_worker()?;
+        self.need_worker().await?;
         let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
         let metadata: BTreeMap<String, String> = record
             .get("metadata")

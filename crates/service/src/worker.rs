@@ -3,16 +3,21 @@
 //! statuses as Cinder's backup manager does. A job whose worker died is claimed again
 //! when its lease runs out and re-run from the start: every step is idempotent
 //! (content-addressed packs, a manifest written last, conditional status moves).
+//!
+//! Any number of workers, on any number of nodes, share one catalog. Backups hold the
+//! catalog's repository lock shared while they write; GC holds it exclusive. A worker
+//! that cannot renew its job's lease or its lock for half a lease stops the job, so it
+//! never acts on a lease another node may already have taken over.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::{RwLock, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, Previous};
+use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, LockMode, Previous};
 use vbs_engine::{BackupOptions, Engine, EngineError, Progress, RestoreOptions};
 
 use crate::BackupLifecycle;
@@ -20,7 +25,8 @@ use crate::BackupLifecycle;
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// This worker's name in the catalog (unique per process).
+    /// This worker's name in the catalog's jobs (unique per process: node name and
+    /// instance).
     pub node: String,
     /// Jobs run at once.
     pub concurrency: usize,
@@ -28,6 +34,8 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// A job interrupted this many times is failed instead of run again.
     pub max_attempts: i64,
+    /// How often a job waiting for the repository lock asks again.
+    pub lock_poll: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -37,6 +45,7 @@ impl Default for WorkerOptions {
             concurrency: 2,
             lease: Duration::from_secs(30),
             max_attempts: 3,
+            lock_poll: Duration::from_millis(250),
         }
     }
 }
@@ -47,9 +56,40 @@ pub struct BackupWorker {
     life: BackupLifecycle,
     engine: Engine,
     options: WorkerOptions,
-    /// Writers share it, GC takes it alone: a sweep never runs while a backup has
-    /// packs that no manifest names yet (docs/repository.md).
-    repo_lock: Arc<RwLock<()>>,
+}
+
+/// What a running job holds, shared with the task that renews it.
+struct JobGuard {
+    /// Its name in the repository lock.
+    holder: String,
+    /// Set to stop the work (a force delete, or a lost lease or lock).
+    cancel: AtomicBool,
+    /// Set when the job lost its lease or lock: it must not finish, only stop.
+    lost: AtomicBool,
+    /// Whether it holds the repository lock (or an intent) now.
+    locked: AtomicBool,
+}
+
+impl JobGuard {
+    fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs engine work, passing the job's stop flag (a lost lease) on to the engine's.
+async fn relay<T>(guard: &JobGuard, cancel: &AtomicBool, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if guard.cancel.load(Ordering::SeqCst) {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
 }
 
 fn micros(d: Duration) -> i64 {
@@ -63,7 +103,6 @@ impl BackupWorker {
             life,
             engine,
             options,
-            repo_lock: Arc::default(),
         }
     }
 
@@ -110,49 +149,127 @@ impl BackupWorker {
 
     async fn handle(&self, job: Job) {
         let catalog = self.life.catalog().clone();
-        let cancel: Arc<AtomicBool> = Arc::default();
-        // Renew the lease while the job runs; losing it means another node took over.
-        let renew = {
-            let (catalog, cancel, node) =
-                (catalog.clone(), cancel.clone(), self.options.node.clone());
-            let lease = self.options.lease;
-            let pk = job.pk;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    match catalog.renew_job(pk, &node, micros(lease)).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            cancel.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "renewing a lease failed"),
-                    }
-                }
-            })
-        };
+        let guard = Arc::new(JobGuard {
+            holder: format!("{}/job-{}", self.options.node, job.pk),
+            cancel: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            locked: AtomicBool::new(false),
+        });
+        let renew = self.renew(job.pk, &guard);
         let id = job.backup_id.clone();
         tracing::info!(job = job.pk, kind = job.kind.as_str(), backup = %id, attempt = job.attempts, "job started");
         let outcome = if job.attempts > self.options.max_attempts {
             self.give_up(&job).await
         } else {
             match job.kind {
-                JobKind::Backup => self.backup(&job, &cancel).await,
-                JobKind::Restore => self.restore(&job, &cancel).await,
+                JobKind::Backup => self.backup(&job, &guard).await,
+                JobKind::Restore => self.restore(&job, &guard).await,
                 JobKind::Delete => self.delete(&job).await,
                 JobKind::Verify => self.verify(&job).await,
+                JobKind::Gc => self.gc(&guard).await,
             }
         };
         renew.abort();
+        if guard.locked.load(Ordering::SeqCst) {
+            self.unlock(&guard).await;
+        }
         if let Err(e) = &outcome {
             tracing::error!(job = job.pk, backup = %id, error = %e, "job failed");
         }
-        if !cancel.load(Ordering::Relaxed) || outcome.is_ok() {
-            if let Err(e) = catalog.finish_job(job.pk, &self.options.node).await {
-                tracing::warn!(job = job.pk, error = %e, "could not remove a finished job");
+        let node = &self.options.node;
+        if guard.lost.load(Ordering::SeqCst) {
+            // Another node may run it now; if not, it is queued again for anyone.
+            if let Ok(true) = catalog.release_job(job.pk, node).await {
+                tracing::warn!(job = job.pk, backup = %id, "job stopped and queued again");
+            } else {
+                tracing::warn!(job = job.pk, backup = %id, "job stopped: another worker took it over");
             }
+            return;
+        }
+        if (!guard.cancel.load(Ordering::Relaxed) || outcome.is_ok())
+            && let Err(e) = catalog.finish_job(job.pk, node).await
+        {
+            tracing::warn!(job = job.pk, error = %e, "could not mark a job finished");
         }
         tracing::info!(job = job.pk, backup = %id, "job done");
+    }
+
+    /// Renews the job's lease (and the repository lock while it is held) every third of
+    /// a lease. Told it lost either, or unable to renew for half a lease, the job stops:
+    /// past that point another node may take it over.
+    fn renew(&self, pk: i64, guard: &Arc<JobGuard>) -> tokio::task::JoinHandle<()> {
+        let (catalog, guard, node) = (
+            self.life.catalog().clone(),
+            guard.clone(),
+            self.options.node.clone(),
+        );
+        let lease = self.options.lease;
+        tokio::spawn(async move {
+            let mut renewed = Instant::now();
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let job = catalog.renew_job(pk, &node, micros(lease)).await;
+                let lock = if guard.locked.load(Ordering::SeqCst) {
+                    catalog
+                        .renew_repository_lock(&guard.holder, micros(lease))
+                        .await
+                } else {
+                    Ok(true)
+                };
+                match (job, lock) {
+                    (Ok(true), Ok(true)) => renewed = Instant::now(),
+                    (Ok(false), _) | (_, Ok(false)) => {
+                        tracing::warn!(job = pk, "lease or repository lock lost; stopping the job");
+                        guard.lose();
+                        return;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(job = pk, error = %e, "renewing a lease failed");
+                    }
+                }
+                if renewed.elapsed() > lease / 2 {
+                    tracing::warn!(
+                        job = pk,
+                        "could not renew the lease for half its length; stopping the job"
+                    );
+                    guard.lose();
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Waits for the repository lock in `mode`; `false` if the job was stopped first.
+    async fn lock(&self, guard: &JobGuard, mode: LockMode) -> bool {
+        let catalog = self.life.catalog();
+        let mut waited = false;
+        loop {
+            if guard.cancel.load(Ordering::SeqCst) {
+                return false;
+            }
+            // Set first: an intent left by a waiting GC is renewed and released too.
+            guard.locked.store(true, Ordering::SeqCst);
+            match catalog
+                .lock_repository(&guard.holder, mode, micros(self.options.lease))
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) if !waited => {
+                    waited = true;
+                    tracing::info!(holder = %guard.holder, ?mode, "waiting for the repository lock");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "taking the repository lock failed"),
+            }
+            tokio::time::sleep(self.options.lock_poll).await;
+        }
+    }
+
+    async fn unlock(&self, guard: &JobGuard) {
+        if let Err(e) = self.life.catalog().unlock_repository(&guard.holder).await {
+            tracing::warn!(error = %e, "releasing the repository lock failed; it expires with its lease");
+        }
+        guard.locked.store(false, Ordering::SeqCst);
     }
 
     /// A job that keeps getting interrupted: fail it with a reason.
@@ -188,6 +305,7 @@ impl BackupWorker {
                 )
                 .await?;
             }
+            JobKind::Gc => tracing::error!("{reason}"),
         }
         Ok(())
     }
@@ -234,7 +352,7 @@ impl BackupWorker {
         })
     }
 
-    async fn backup(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(), CatalogError> {
+    async fn backup(&self, job: &Job, guard: &JobGuard) -> Result<(), CatalogError> {
         let c = self.life.catalog();
         let options: Value = job
             .options
@@ -264,7 +382,7 @@ impl BackupWorker {
             }
             Err(e) => return Err(e),
         };
-        let result = self.run_backup(&b, &options, cancel).await;
+        let result = self.run_backup(&b, &options, guard).await;
         let _ = c.set_backup_progress(&b.id, None).await;
         match result {
             Ok(stats) => {
@@ -284,6 +402,11 @@ impl BackupWorker {
                     tracing::info!(backup = %b.id, "backup finished after it was deleted");
                 }
             }
+            Err(EngineError::Cancelled) if guard.lost.load(Ordering::SeqCst) => {
+                // Whoever runs it next needs the source as it is.
+                tracing::warn!(backup = %b.id, "backup stopped: its lease was lost");
+                return Ok(());
+            }
             Err(EngineError::Cancelled) => {
                 tracing::info!(backup = %b.id, "backup cancelled");
             }
@@ -301,7 +424,7 @@ impl BackupWorker {
         &self,
         b: &BackupRecord,
         options: &Value,
-        cancel: &Arc<AtomicBool>,
+        guard: &JobGuard,
     ) -> Result<vbs_engine::BackupStats, EngineError> {
         let c = self.life.catalog();
         let volumes = self.life.volumes();
@@ -337,31 +460,37 @@ impl BackupWorker {
             }
         };
         let progress = Arc::new(Progress::default());
-        let watcher = self.watch(&b.id, "creating", &progress, cancel);
-        let result = {
-            let _shared = self.repo_lock.read().await;
-            self.engine
-                .backup(BackupOptions {
-                    backup_id: b.id.clone(),
-                    source,
-                    parent: b.parent_id.clone(),
-                    progress,
-                    cancel: cancel.clone(),
-                })
-                .await
+        let cancel = Arc::new(AtomicBool::new(false));
+        let watcher = self.watch(&b.id, "creating", &progress, &cancel);
+        let result = if self.lock(guard, LockMode::Shared).await {
+            // From before the first pack until the manifest is stored, so that no sweep
+            // sees this backup's packs unnamed (docs/repository.md).
+            let run = self.engine.backup(BackupOptions {
+                backup_id: b.id.clone(),
+                source,
+                parent: b.parent_id.clone(),
+                progress,
+                cancel: cancel.clone(),
+            });
+            let result = relay(guard, &cancel, run).await;
+            self.unlock(guard).await;
+            result
+        } else {
+            Err(EngineError::Cancelled)
         };
         watcher.abort();
         if let Some(t) = temp {
             let _ = tokio::task::spawn_blocking(move || vbs_engine::pool::remove(&t)).await;
         }
-        if result.is_err() {
+        if result.is_err() && !guard.lost.load(Ordering::SeqCst) {
             // A partial backup leaves packs no manifest names; the next GC sweeps them.
+            // (Not after a lost lease: the node that took over may have written it.)
             let _ = self.engine.delete_backup(&b.id).await;
         }
         result
     }
 
-    async fn restore(&self, job: &Job, cancel: &Arc<AtomicBool>) -> Result<(), CatalogError> {
+    async fn restore(&self, job: &Job, guard: &JobGuard) -> Result<(), CatalogError> {
         let c = self.life.catalog();
         let volumes = self.life.volumes();
         let b = match c.get_backup(&job.backup_id, None).await {
@@ -380,17 +509,20 @@ impl BackupWorker {
         };
         let v = c.get_volume(&vid, None).await?;
         let progress = Arc::new(Progress::default());
-        let watcher = self.watch(&b.id, "restoring", &progress, cancel);
-        let result = self
-            .engine
-            .restore(RestoreOptions {
-                backup_id: b.id.clone(),
-                target: volumes.volume_file(&v),
-                progress,
-                cancel: cancel.clone(),
-            })
-            .await;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let watcher = self.watch(&b.id, "restoring", &progress, &cancel);
+        let run = self.engine.restore(RestoreOptions {
+            backup_id: b.id.clone(),
+            target: volumes.volume_file(&v),
+            progress,
+            cancel: cancel.clone(),
+        });
+        let result = relay(guard, &cancel, run).await;
         watcher.abort();
+        if guard.lost.load(Ordering::SeqCst) {
+            // Another node restores it now (or will): leave the statuses to it.
+            return Ok(());
+        }
         let _ = c.set_backup_progress(&b.id, None).await;
         match result {
             Ok(_) => {
@@ -433,16 +565,17 @@ impl BackupWorker {
             Ok(_) | Err(CatalogError::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         }
-        let result = async {
-            // Alone from the manifest's removal on: a GC lists manifests and then reads
-            // them, so another delete removing one in between would fail it.
-            let _alone = self.repo_lock.write().await;
-            self.engine.delete_backup(&job.backup_id).await?;
-            self.engine.gc().await
-        }
-        .await;
+        // The manifest goes first: from then on the backup does not exist, and its
+        // packs are garbage that the GC queued here sweeps under the repository lock.
+        let result = self.engine.delete_backup(&job.backup_id).await;
         match result {
-            Ok(_) => c.destroy_backup(&job.backup_id).await,
+            Ok(()) => {
+                c.destroy_backup(&job.backup_id).await?;
+                if c.enqueue_gc().await? {
+                    self.life.wake.notify_waiters();
+                }
+                Ok(())
+            }
             Err(EngineError::Store(e)) => {
                 let reason = format!("The repository is unavailable: {e}");
                 c.set_backup_status(
@@ -461,6 +594,23 @@ impl BackupWorker {
                     .map(|_| ())
             }
         }
+    }
+
+    /// Sweeps packs that no manifest names, alone: while the lock is exclusive no
+    /// backup writes packs (a waiting GC keeps new backups out).
+    async fn gc(&self, guard: &JobGuard) -> Result<(), CatalogError> {
+        if !self.lock(guard, LockMode::Exclusive).await {
+            return Ok(());
+        }
+        let result = self.engine.gc_until(&guard.cancel).await;
+        self.unlock(guard).await;
+        match result {
+            Ok(stats) => tracing::info!(?stats, "repository swept"),
+            Err(EngineError::Cancelled) => tracing::warn!("sweep stopped: the lock was lost"),
+            // The next delete or the scheduler queues another sweep.
+            Err(e) => tracing::error!(error = %e, "sweeping the repository failed"),
+        }
+        Ok(())
     }
 
     /// An imported record turns `available` once its data is in the repository and

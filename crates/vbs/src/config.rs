@@ -21,6 +21,32 @@ pub enum AuthMode {
     Keystone,
 }
 
+/// What a node does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves the HTTP API; never does backup work itself.
+    pub api: bool,
+    /// Claims and runs backup, restore, delete and GC jobs.
+    pub worker: bool,
+    /// Periodic housekeeping (scheduler.rs in the service crate).
+    pub scheduler: bool,
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [
+            (self.api, "api"),
+            (self.worker, "worker"),
+            (self.scheduler, "scheduler"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -42,11 +68,20 @@ pub struct Config {
     pub log: String,
     /// The backup repository directory; default: `repository` in the data directory.
     pub repository: Option<PathBuf>,
+    /// What this node does: `api`, `worker`, `scheduler`, comma-separated (default all
+    /// three). Any number of nodes share one `PostgreSQL` catalog and one repository.
+    pub role: String,
+    /// This node's name in the catalog (default: the host name).
+    pub node_name: Option<String>,
     /// Backup, restore and delete jobs this node runs at once (0: no worker here).
     pub backup_workers: usize,
     /// Seconds a worker's claim on a job lasts unless renewed; a dead worker's jobs
     /// are taken over after this.
     pub job_lease_secs: u64,
+    /// Seconds between GCs the scheduler queues (deletes queue one too).
+    pub gc_interval_secs: u64,
+    /// Seconds between the scheduler's sweeps for work of dead nodes.
+    pub scheduler_tick_secs: u64,
     /// Never serialized: the default has none, and it holds a secret.
     #[serde(skip_serializing)]
     pub keystone: Option<KeystoneOptions>,
@@ -68,8 +103,12 @@ impl Default for Config {
                 .collect(),
             log: "info,sqlx=warn".into(),
             repository: None,
+            role: "api,worker,scheduler".into(),
+            node_name: None,
             backup_workers: 2,
             job_lease_secs: 30,
+            gc_interval_secs: 3600,
+            scheduler_tick_secs: 10,
             keystone: None,
         }
     }
@@ -86,6 +125,8 @@ pub struct Flags {
     pub catalog: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// Top-level keys the environment may set (other `VBS_*` variables are not ours).
@@ -100,8 +141,12 @@ const ENV_KEYS: &[&str] = &[
     "backup_filters",
     "log",
     "repository",
+    "role",
+    "node_name",
     "backup_workers",
     "job_lease_secs",
+    "gc_interval_secs",
+    "scheduler_tick_secs",
     "keystone",
 ];
 
@@ -145,10 +190,54 @@ impl Config {
             }
             _ => {}
         }
+        self.roles()?;
         if self.catalog_max_connections == 0 {
             bail!("catalog_max_connections must be at least 1");
         }
         Ok(())
+    }
+
+    /// The roles this node runs.
+    pub fn roles(&self) -> anyhow::Result<Roles> {
+        let mut roles = Roles::default();
+        for r in self
+            .role
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            match r {
+                "api" => roles.api = true,
+                "worker" => roles.worker = true,
+                "scheduler" => roles.scheduler = true,
+                other => bail!("unknown role {other:?} (roles: api, worker, scheduler)"),
+            }
+        }
+        if !(roles.api || roles.worker || roles.scheduler) {
+            bail!("role must name at least one of api, worker, scheduler");
+        }
+        Ok(roles)
+    }
+
+    /// This node's name in the catalog.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "vbs".into())
+        })
+    }
+
+    /// The backup repository this node reads and writes.
+    pub async fn open_repository(&self) -> anyhow::Result<vbs_repository::Store> {
+        let dir = self
+            .repository
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("repository"));
+        vbs_repository::Store::local(&dir)
+            .with_context(|| format!("opening repository {}", dir.display()))
     }
 
     pub fn catalog_options(&self) -> vbs_catalog::CatalogOptions {

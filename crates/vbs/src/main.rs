@@ -3,6 +3,7 @@
 
 mod config;
 mod engine_cli;
+mod gc;
 mod serve;
 
 use std::io::BufReader;
@@ -45,6 +46,9 @@ enum Command {
         /// How requests are authenticated.
         #[arg(long, value_enum)]
         auth: Option<AuthMode>,
+        /// What this node does: api, worker, scheduler, comma-separated (default all).
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Operator tools.
     Admin {
@@ -73,6 +77,14 @@ enum AdminCommand {
         #[arg(long)]
         repository: Option<PathBuf>,
         backups: Vec<String>,
+    },
+    /// Sweep the repository of packs no backup needs, under the catalog's repository
+    /// lock (safe while backups run on any node).
+    Gc {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        catalog: Option<String>,
     },
     /// The backup engine on its own, on a repository directory (benchmarks, inspection).
     Engine {
@@ -105,19 +117,28 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             catalog,
             auth,
+            role,
         } => {
             let flags = Flags {
                 listen,
                 data_dir,
                 catalog,
                 auth,
+                role,
             };
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .with_context(|| format!("binding {}", config.listen))?;
+                // Only API nodes listen.
+                let listener = if config.roles()?.api {
+                    Some(
+                        tokio::net::TcpListener::bind(config.listen)
+                            .await
+                            .with_context(|| format!("binding {}", config.listen))?,
+                    )
+                } else {
+                    None
+                };
                 serve::run(config, listener, serve::shutdown_signal()).await
             })
         }
@@ -159,6 +180,18 @@ fn main() -> anyhow::Result<()> {
                 repository,
                 backups,
             }))
+        }
+        Command::Admin {
+            command: AdminCommand::Gc { data_dir, catalog },
+        } => {
+            let flags = Flags {
+                data_dir,
+                catalog,
+                ..Flags::default()
+            };
+            let config = Config::load(cli.config.as_deref(), &flags)?;
+            init_logging(&config);
+            runtime.block_on(gc::run(&config))
         }
         Command::Admin {
             command: AdminCommand::Engine { command },

@@ -4,53 +4,57 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use vbs_api::{AppState, Authenticator, Keystone};
-use vbs_catalog::Catalog;
+use vbs_catalog::{Catalog, Dialect};
 use vbs_engine::pool::Pool;
-use vbs_service::{BackupLifecycle, BackupService, BackupWorker, VolumeService, WorkerOptions};
+use vbs_service::{
+    BackupLifecycle, BackupService, BackupWorker, SchedulerOptions, VolumeService, WorkerOptions,
+    run_scheduler,
+};
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, Roles};
 
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let roles = config.roles()?;
+    let node = config.node_name();
+    let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let catalog = Catalog::open(&config.catalog_options())
         .await
         .context("opening the catalog")?;
-    tracing::info!(dialect = ?catalog.dialect(), "catalog ready");
+    tracing::info!(dialect = ?catalog.dialect(), %node, %roles, "catalog ready");
     let pool = Pool::open(&config.data_dir).context("opening the volume pool")?;
     let volumes = VolumeService::new(catalog.clone(), pool);
-    // Copies and deletes run inside this process: any left running are gone.
-    let failed = volumes
-        .recover()
-        .await
-        .map_err(|e| anyhow::anyhow!("marking interrupted volume work failed: {e}"))?;
-    if failed > 0 {
-        tracing::warn!(
-            failed,
-            "volume work interrupted by the last shutdown marked failed"
-        );
+    // Copies and deletes of volumes run inside the process that took the request: in
+    // the embedded mode any left running are gone. (On PostgreSQL other API nodes may
+    // be copying right now, so a restarting node leaves them alone.)
+    if catalog.dialect() == Dialect::Sqlite {
+        let failed = volumes
+            .recover()
+            .await
+            .map_err(|e| anyhow::anyhow!("marking interrupted volume work failed: {e}"))?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "volume work interrupted by the last shutdown marked failed"
+            );
+        }
     }
 
-    // The repository, the backup lifecycle and its workers.
-    let repo_dir = config
-        .repository
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("repository"));
-    let store = vbs_repository::Store::local(&repo_dir)
-        .with_context(|| format!("opening repository {}", repo_dir.display()))?;
-    let engine = vbs_engine::Engine::new(store, vbs_engine::EngineOptions::default());
+    let lease = Duration::from_secs(config.job_lease_secs.max(1));
     let host = format!("vbs@{}", config.listen);
     let lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
     let recovered = lifecycle
-        .recover()
+        .recover(lease)
         .await
         .map_err(|e| anyhow::anyhow!("recovering interrupted backup work: {e}"))?;
     if recovered > 0 {
@@ -59,51 +63,117 @@ pub async fn run(
             "backup work interrupted by the last shutdown recovered"
         );
     }
-    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
-    let mut workers = tokio::task::JoinSet::new();
-    if config.backup_workers > 0 {
+    let (stop_tasks, tasks_stop) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let works = roles.worker && config.backup_workers > 0;
+    if works {
+        // The repository: only workers touch backup bytes.
+        let store = config.open_repository().await?;
+        let engine = vbs_engine::Engine::new(store, vbs_engine::EngineOptions::default());
         let worker = BackupWorker::new(
             lifecycle.clone(),
             engine,
             WorkerOptions {
+                node: format!("{node}/{instance}"),
                 concurrency: config.backup_workers,
-                lease: std::time::Duration::from_secs(config.job_lease_secs.max(1)),
+                lease,
                 ..WorkerOptions::default()
             },
         );
-        workers.spawn(worker.run(workers_stop));
+        tasks.spawn(worker.run(tasks_stop.clone()));
+    }
+    if roles.scheduler {
+        let options = SchedulerOptions {
+            tick: Duration::from_secs(config.scheduler_tick_secs.max(1)),
+            gc_interval: Duration::from_secs(config.gc_interval_secs.max(1)),
+            grace: lease,
+            ..SchedulerOptions::default()
+        };
+        tasks.spawn(run_scheduler(
+            lifecycle.clone(),
+            options,
+            tasks_stop.clone(),
+        ));
+    }
+    // The node's presence: API nodes send work only while some worker is alive.
+    let announced = Roles {
+        worker: works,
+        ..roles
+    }
+    .to_string();
+    let started = vbs_catalog::ts::now_micros();
+    catalog
+        .heartbeat_node(&node, &instance, &announced, started, micros(lease))
+        .await
+        .context("announcing this node in the catalog")?;
+    {
+        let (catalog, node, instance, mut stop) = (
+            catalog.clone(),
+            node.clone(),
+            instance.clone(),
+            tasks_stop.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(lease / 3) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                if let Err(e) = catalog
+                    .heartbeat_node(&node, &instance, &announced, started, micros(lease))
+                    .await
+                {
+                    tracing::warn!(error = %e, "renewing this node's presence failed");
+                }
+            }
+            let _ = catalog.remove_node(&node, &instance).await;
+        });
     }
 
-    let auth = match config.auth {
-        AuthMode::Noauth => Authenticator::NoAuth,
-        AuthMode::Keystone => {
-            let opts = config.keystone.clone().context("keystone options")?;
-            Authenticator::Keystone(Arc::new(Keystone::new(opts).map_err(anyhow::Error::msg)?))
-        }
-    };
-    let state = AppState {
-        backups: BackupService::new(catalog.clone(), config.backup_filters.clone()),
-        volumes,
-        lifecycle,
-        auth: Arc::new(auth),
-        public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
-    };
-    let app = vbs_api::router(state);
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, auth = ?config.auth, "serving");
-    // One line on stdout tells scripts and tests that we are ready, and where: only
-    // now, with the catalog migrated, so nothing they do races the migration.
-    println!("listening on {addr}");
-    std::io::Write::flush(&mut std::io::stdout())?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    if let Some(listener) = listener {
+        let auth = match config.auth {
+            AuthMode::Noauth => Authenticator::NoAuth,
+            AuthMode::Keystone => {
+                let opts = config.keystone.clone().context("keystone options")?;
+                Authenticator::Keystone(Arc::new(Keystone::new(opts).map_err(anyhow::Error::msg)?))
+            }
+        };
+        let state = AppState {
+            backups: BackupService::new(catalog.clone(), config.backup_filters.clone()),
+            volumes,
+            lifecycle,
+            auth: Arc::new(auth),
+            public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
+        };
+        let app = vbs_api::router(state);
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, auth = ?config.auth, "serving");
+        // One line on stdout tells scripts and tests that we are ready, and where: only
+        // now, with the catalog migrated, so nothing they do races the migration.
+        println!("listening on {addr}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")?;
+    } else {
+        tracing::info!(%node, %roles, "running without the API");
+        println!("node {node} ready ({roles})");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        shutdown.await;
+    }
     tracing::info!("shutting down");
-    let _ = stop_workers.send(true);
-    while workers.join_next().await.is_some() {}
+    let _ = stop_tasks.send(true);
+    while tasks.join_next().await.is_some() {}
     catalog.close().await;
     Ok(())
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Resolves on SIGINT or SIGTERM.

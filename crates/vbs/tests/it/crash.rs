@@ -356,11 +356,19 @@ async fn run(backend: Backend, per_op: u64) {
         let (st, b) = h.call(Method::DELETE, &format!("backups/{id}"), None).await;
         assert_eq!(st, 202, "cannot delete {id}: {b}");
     }
-    let disk = Disk::read(h.s.dir());
-    assert!(
-        disk.manifests.is_empty() && disk.packs.is_empty(),
-        "left in the repository: {disk:?}"
-    );
+    // The sweep is a job of its own that the last delete queued.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    loop {
+        let disk = Disk::read(h.s.dir());
+        if disk.manifests.is_empty() && disk.packs.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left in the repository: {disk:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     eprintln!(
         "crash: {backend:?}: {} kill points, {} restores compared, {:?}",
         per_op * 4,

@@ -1,0 +1,503 @@
+//! Many nodes on one `PostgreSQL` catalog and one repository (issue 4): an API node and
+//! two worker nodes, real processes sharing the volume pool, the catalog and the
+//! object store. Work is spread over the workers, each job run by exactly one of them
+//! (the catalog's job history says which); a worker killed with SIGKILL in the middle
+//! of backups loses its leases and the other takes its work over; GC on any node
+//! while others write backups that share packs never damages a backup.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::image::{self, MIB, assert_same};
+use crate::support::{Backend, PA, Server, token, vbs, wait_status};
+
+const GIB: u64 = 1 << 30;
+const MV: &str = "3.71";
+/// Short, so that a dead worker's jobs are taken over quickly.
+const LEASE_SECS: u64 = 3;
+
+/// Where the nodes keep backups: the test Swift when `VBS_TEST_CLUSTER_REPOSITORY` names it
+/// (CI), else a directory all nodes share.
+fn repository(dir: &Path) -> String {
+    std::env::var("VBS_TEST_CLUSTER_REPOSITORY").map_or_else(
+        |_| dir.join("shared-repository").display().to_string(),
+        |base| format!("{base}-{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+/// An API node (with the scheduler) started by [`Server`], plus worker nodes on the
+/// same data directory (the shared volume pool), catalog and repository.
+struct Cluster {
+    api: Server,
+    config_dir: PathBuf,
+    repository: String,
+    workers: BTreeMap<String, Child>,
+}
+
+impl Cluster {
+    fn start(workers: &[&str]) -> Cluster {
+        let config_dir =
+            std::env::temp_dir().join(format!("vbs-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let repository = repository(&config_dir);
+        let api_config = Self::config(&config_dir, &repository, "api", 0);
+        let api = Server::start_with(
+            Backend::Postgres,
+            &[],
+            &[
+                "--role",
+                "api,scheduler",
+                "--config",
+                api_config.to_str().unwrap(),
+            ],
+        );
+        let mut c = Cluster {
+            api,
+            config_dir,
+            repository,
+            workers: BTreeMap::new(),
+        };
+        for w in workers {
+            c.start_worker(w);
+        }
+        c
+    }
+
+    fn config(dir: &Path, repository: &str, name: &str, workers: usize) -> PathBuf {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "node_name = \"{name}\"\nrepository = \"{repository}\"\n\
+                 job_lease_secs = {LEASE_SECS}\nbackup_workers = {workers}\n\
+                 scheduler_tick_secs = 1\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Starts (or starts again) a worker node and waits until it is ready.
+    fn start_worker(&mut self, name: &str) {
+        let config = Self::config(&self.config_dir, &self.repository, name, 2);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config_dir.join(format!("{name}.log")))
+            .unwrap();
+        let mut child = vbs()
+            .args(["serve", "--role", "worker", "--data-dir"])
+            .arg(self.api.dir())
+            .args(["--catalog", &self.api.catalog, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("node {name} ready (worker)"),
+            "{}",
+            self.log(name)
+        );
+        self.workers.insert(name.to_owned(), child);
+    }
+
+    fn kill(&mut self, name: &str) {
+        let mut child = self.workers.remove(name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.config_dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// One SQL query on the cluster's catalog: rows of `|`-separated columns.
+    fn sql(&self, query: &str) -> Vec<Vec<String>> {
+        let out = std::process::Command::new("psql")
+            .args([&self.api.catalog, "-v", "ON_ERROR_STOP=1", "-Atc", query])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('|').map(str::to_owned).collect())
+            .collect()
+    }
+
+    /// `vbs admin gc` as a separate process (a third node sweeping).
+    fn admin_gc(&self) -> Value {
+        let config = Self::config(&self.config_dir, &self.repository, "gc", 0);
+        let out = vbs()
+            .args(["admin", "gc", "--data-dir"])
+            .arg(self.api.dir())
+            .args(["--catalog", &self.api.catalog, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `vbs admin verify` of these backups, from another process.
+    fn admin_verify(&self, ids: &[String]) -> std::process::Output {
+        let config = Self::config(&self.config_dir, &self.repository, "verify", 0);
+        vbs()
+            .args(["admin", "verify", "--data-dir"])
+            .arg(self.api.dir())
+            .arg("--config")
+            .arg(&config)
+            .args(ids)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (st, b) = self
+            .api
+            .call(
+                method,
+                &format!("/v3/{PA}/{path}"),
+                Some(&token("usera", PA)),
+                Some(MV),
+                body.as_ref(),
+            )
+            .await;
+        (st.as_u16(), b)
+    }
+
+    async fn volume(&self, name: &str) -> String {
+        let (st, b) = self
+            .call(
+                Method::POST,
+                "volumes",
+                Some(json!({"volume": {"size": 1, "name": name}})),
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        b["volume"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn snapshot(&self, volume: &str) -> String {
+        let (st, b) = self
+            .call(
+                Method::POST,
+                "snapshots",
+                Some(json!({"snapshot": {"volume_id": volume}})),
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        let id = b["snapshot"]["id"].as_str().unwrap().to_owned();
+        self.wait("snapshots", "snapshot", &id, "available").await;
+        id
+    }
+
+    async fn backup(&self, inner: Value) -> String {
+        let (st, b) = self
+            .call(Method::POST, "backups", Some(json!({"backup": inner})))
+            .await;
+        assert_eq!(st, 202, "{b}");
+        b["backup"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait(&self, what: &str, key: &str, id: &str, want: &str) -> Value {
+        let path = format!("/v3/{PA}/{what}/{id}");
+        wait_status(&self.api, &path, &token("usera", PA), key, want).await
+    }
+
+    /// Restores to a new volume; returns its file once it is `available`.
+    async fn restore(&self, backup: &str) -> PathBuf {
+        let (st, b) = self
+            .call(
+                Method::POST,
+                &format!("backups/{backup}/restore"),
+                Some(json!({"restore": {}})),
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        let vol = b["restore"]["volume_id"].as_str().unwrap().to_owned();
+        self.wait("volumes", "volume", &vol, "available").await;
+        self.wait("backups", "backup", backup, "available").await;
+        self.volume_file(&vol)
+    }
+
+    fn volume_file(&self, id: &str) -> PathBuf {
+        self.api.dir().join("volumes").join(format!("{id}.img"))
+    }
+
+    /// The backup's status once it leaves `creating`, waiting at most `limit`.
+    async fn settled(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (st, b) = self.call(Method::GET, &format!("backups/{id}"), None).await;
+            assert_eq!(st, 200, "{b}");
+            if b["backup"]["status"] != "creating" {
+                return b["backup"].clone();
+            }
+            assert!(Instant::now() < deadline, "{id} still creating: {b}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.config_dir);
+    }
+}
+
+/// 20 backups of 10 volumes (each volume and a snapshot of it) requested at once: all
+/// turn `available` and restore byte for byte, each job run once by one node. Then a
+/// worker killed in the middle of 5 backups: every one ends `available` (taken over)
+/// or `error` with a reason, and a restore afterwards succeeds.
+#[tokio::test]
+async fn two_workers_share_the_work_and_take_over_a_dead_one() {
+    let mut c = Cluster::start(&["w1", "w2"]);
+    let mut volumes = Vec::new();
+    for i in 0..10 {
+        let v = c.volume(&format!("vol-{i}")).await;
+        image::fill(&c.volume_file(&v), 0, 6, 100 + i);
+        image::fill(&c.volume_file(&v), 500 * MIB, 2, 200 + i);
+        let s = c.snapshot(&v).await;
+        volumes.push((v, s));
+    }
+    let requests = volumes.iter().flat_map(|(v, s)| {
+        [
+            json!({"volume_id": v, "name": format!("of-{v}")}),
+            json!({"volume_id": v, "snapshot_id": s}),
+        ]
+    });
+    let ids: Vec<String> = futures_join(requests.map(|r| c.backup(r))).await;
+    assert_eq!(ids.len(), 20);
+    for id in &ids {
+        c.wait("backups", "backup", id, "available").await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let restored = c.restore(id).await;
+        assert_same(&restored, &c.volume_file(&volumes[i / 2].0), GIB);
+    }
+
+    // The catalog's history: one finished job per backup, one claim each, spread over
+    // both workers.
+    let rows = c.sql(
+        "SELECT backup_id, state, attempts, split_part(worker, '/', 1) FROM jobs \
+         WHERE kind = 'backup' ORDER BY backup_id",
+    );
+    let ran: BTreeMap<String, (String, String, String)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[1].clone(), r[2].clone(), r[3].clone())))
+        .collect();
+    assert_eq!(
+        ran.keys().cloned().collect::<BTreeSet<_>>(),
+        ids.iter().cloned().collect()
+    );
+    for (id, (state, attempts, node)) in &ran {
+        assert_eq!((state.as_str(), attempts.as_str()), ("done", "1"), "{id}");
+        assert!(node == "w1" || node == "w2", "{id} ran on {node}");
+    }
+    let nodes: BTreeSet<&str> = ran.values().map(|(_, _, n)| n.as_str()).collect();
+    assert_eq!(nodes, BTreeSet::from(["w1", "w2"]), "both workers worked");
+
+    // Five larger backups; w1 dies while it runs some of them.
+    let mut big = Vec::new();
+    for i in 0..5 {
+        let v = c.volume(&format!("big-{i}")).await;
+        image::random(&c.volume_file(&v), 0, 96 * MIB, 300 + i);
+        big.push(v);
+    }
+    let ids: Vec<String> =
+        futures_join(big.iter().map(|v| c.backup(json!({"volume_id": v})))).await;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let held = loop {
+        let held = c.sql(
+            "SELECT backup_id FROM jobs WHERE kind = 'backup' AND state = 'running' \
+             AND worker LIKE 'w1/%'",
+        );
+        if !held.is_empty() {
+            break held.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "w1 never took a backup");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Let it get into the middle of the work.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    c.kill("w1");
+    for id in &ids {
+        let b = c.settled(id, Duration::from_mins(3)).await;
+        match b["status"].as_str().unwrap() {
+            "available" => {}
+            "error" => assert!(
+                b["fail_reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "{b}"
+            ),
+            other => panic!("{id} ended {other}: {b}"),
+        }
+    }
+    // w1's jobs were claimed again by w2 once their lease ran out.
+    for id in &held {
+        let rows = c.sql(&format!(
+            "SELECT state, split_part(worker, '/', 1), attempts FROM jobs WHERE backup_id = '{id}'"
+        ));
+        assert_eq!(
+            rows,
+            vec![vec!["done".to_owned(), "w2".into(), "2".into()]],
+            "{id}"
+        );
+    }
+    eprintln!(
+        "w1 held {} backups; all settled {:.1} s after the kill",
+        held.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    // Nothing holds the repository lock any more (w1's expired).
+    assert!(
+        c.sql(
+            "SELECT holder FROM repository_locks \
+             WHERE lease_until > extract(epoch FROM now()) * 1000000"
+        )
+        .is_empty()
+    );
+    // A restore after the takeover.
+    let restored = c.restore(&held[0]).await;
+    let source = big[ids.iter().position(|i| i == &held[0]).unwrap()].clone();
+    assert_same(&restored, &c.volume_file(&source), GIB);
+}
+
+/// Deletes and sweeps on some nodes while others write backups whose packs are the
+/// very same objects (volumes with identical contents give identical packs). Each
+/// round backs the volumes up again while the previous generation, the only backups
+/// naming those packs, is deleted and swept from a third process again and again: for
+/// a moment nothing names the packs the writers are storing again. Every new
+/// generation verifies intact and the last one restores byte for byte.
+#[tokio::test]
+async fn gc_on_one_node_while_another_writes_shared_packs() {
+    let c = Cluster::start(&["w1", "w2"]);
+    let mut vols = Vec::new();
+    for i in 0..4 {
+        let v = c.volume(&format!("same-{i}")).await;
+        image::fill(&c.volume_file(&v), 0, 24, 42);
+        vols.push(v);
+    }
+    let reference = c.volume_file(&vols[0]);
+    let mut generation = Vec::new();
+    for v in &vols {
+        generation.push(c.backup(json!({"volume_id": v})).await);
+    }
+    for id in &generation {
+        c.wait("backups", "backup", id, "available").await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let stop = stop.clone();
+        let (dir, catalog, config) = (
+            c.api.dir().to_path_buf(),
+            c.api.catalog.clone(),
+            Cluster::config(&c.config_dir, &c.repository, "gc", 0),
+        );
+        std::thread::spawn(move || {
+            let mut sweeps = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || sweeps == 0 {
+                let out = vbs()
+                    .args(["admin", "gc", "--data-dir"])
+                    .arg(&dir)
+                    .args(["--catalog", &catalog, "--config"])
+                    .arg(&config)
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                sweeps += 1;
+            }
+            sweeps
+        })
+    };
+    for round in 0..5 {
+        let next: Vec<String> =
+            futures_join(vols.iter().map(|v| c.backup(json!({"volume_id": v})))).await;
+        for id in &generation {
+            let (st, b) = c.call(Method::DELETE, &format!("backups/{id}"), None).await;
+            assert_eq!(st, 202, "{b}");
+        }
+        for id in &next {
+            c.wait("backups", "backup", id, "available").await;
+        }
+        let verified = c.admin_verify(&next);
+        assert!(
+            verified.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        generation = next;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sweeps = sweeper.join().unwrap();
+    let last = c.admin_gc();
+    eprintln!("{sweeps} sweeps under load; last: {last}");
+    assert_eq!(last["manifests"], generation.len(), "{last}");
+    for id in &generation {
+        let restored = c.restore(id).await;
+        assert_same(&restored, &reference, GIB);
+    }
+}
+
+/// Runs the futures concurrently (no extra crate: one task each).
+async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let futures: Vec<F> = futures.collect();
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
