@@ -104,7 +104,9 @@ impl StoreError {
         if e.kind() == ErrorKind::NotFound && !key.is_empty() {
             return Self::NotFound(key.to_owned());
         }
-        let retryable = e.is_temporary();
+        // Persistent: temporary, but still failing after the retry layer's attempts;
+        // a later call (the next job run) may still succeed.
+        let retryable = e.is_temporary() || e.is_persistent();
         Self::Backend {
             source: e,
             retryable,
@@ -407,6 +409,20 @@ impl Store {
         match &self.inner.backend {
             Backend::Swift(swift) => swift.break_token().map(|()| true),
             Backend::Local { .. } | Backend::S3(_) => Ok(false),
+        }
+    }
+
+    /// Test hook: makes a Swift store's token due for replacement, as if its expiry
+    /// were minutes away; the next request must re-authenticate before it is sent.
+    /// Returns `false` (and does nothing) on other backends.
+    #[doc(hidden)]
+    pub fn expire_token_for_tests(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Swift(swift) => {
+                swift.expire_token();
+                true
+            }
+            Backend::Local { .. } | Backend::S3(_) => false,
         }
     }
 

@@ -194,6 +194,19 @@ impl Swift {
         self.authentications.load(Ordering::Relaxed)
     }
 
+    /// Makes the current token due for replacement now (for tests of the planned
+    /// refresh).
+    pub(crate) fn expire_token(&self) {
+        let current = self.current();
+        let due = Arc::new(Session {
+            op: current.op.clone(),
+            storage_url: current.storage_url.clone(),
+            generation: current.generation,
+            refresh_at: Some(Instant::now()),
+        });
+        *self.session.write().unwrap_or_else(PoisonError::into_inner) = due;
+    }
+
     /// Replaces the token with one Swift does not know, as if it had expired or
     /// memcached had lost it (for tests of the refresh).
     pub(crate) fn break_token(&self) -> Result<(), StoreError> {

@@ -190,7 +190,7 @@ async fn s3_store_conforms() {
 }
 
 #[tokio::test]
-async fn swift_token_is_refreshed_when_refused() {
+async fn swift_token_is_refreshed_when_refused_or_expiring() {
     let swift = RawSwift::connect().await;
     let container = unique("token");
     let url = format!("swift+tempauth://{}/{container}", swift.addr);
@@ -218,6 +218,13 @@ async fn swift_token_is_refreshed_when_refused() {
                 assert_eq!(got.unwrap().unwrap(), Bytes::from_static(b"2"));
             }
             assert_eq!(store.authentications_for_tests(), 3);
+
+            // A token about to expire is replaced before the request, not after a 401.
+            assert!(store.expire_token_for_tests());
+            assert!(store.exists("one").await.unwrap());
+            assert_eq!(store.authentications_for_tests(), 4);
+            assert!(store.exists("two").await.unwrap());
+            assert_eq!(store.authentications_for_tests(), 4);
             for key in ["one", "two"] {
                 store.delete(key).await.unwrap();
             }
