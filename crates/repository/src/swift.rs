@@ -33,6 +33,9 @@ const PATH: &AsciiSet = &NON_ALPHANUMERIC
 
 /// How long before a token's expiry it is replaced (at most half its lifetime).
 const REFRESH_MARGIN: Duration = Duration::from_mins(5);
+/// After a failed planned refresh, how long requests go on with the old token before
+/// the next attempt.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
 
 /// What we authenticate with.
 enum Auth {
@@ -151,7 +154,20 @@ impl Swift {
         let mut session = self.current();
         if session.refresh_at.is_some_and(|at| Instant::now() >= at) {
             tracing::debug!(location = %self.location(), "token about to expire; re-authenticating");
-            session = self.refresh(session.generation).await?;
+            match self.refresh(session.generation).await {
+                Ok(fresh) => session = fresh,
+                // The old token still has minutes to live: use it, and try again later
+                // rather than making every request wait for a failing auth service.
+                Err(e) => {
+                    tracing::warn!(
+                        location = %self.location(),
+                        error = %e,
+                        "could not renew the token before it expires; retrying in {}s",
+                        RENEW_RETRY.as_secs()
+                    );
+                    self.postpone_refresh(session.generation);
+                }
+            }
         }
         match f(session.op.clone()).await {
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
@@ -187,6 +203,19 @@ impl Swift {
         let session = Arc::new(session_for(&self.client, &self.target, &token, seen + 1)?);
         *self.session.write().unwrap_or_else(PoisonError::into_inner) = session.clone();
         Ok(session)
+    }
+
+    /// Moves the planned refresh of session `seen` [`RENEW_RETRY`] ahead.
+    fn postpone_refresh(&self, seen: u64) {
+        let mut slot = self.session.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.generation == seen {
+            *slot = Arc::new(Session {
+                op: slot.op.clone(),
+                storage_url: slot.storage_url.clone(),
+                generation: seen,
+                refresh_at: Some(Instant::now() + RENEW_RETRY),
+            });
+        }
     }
 
     /// How many times this store has authenticated (for tests).
