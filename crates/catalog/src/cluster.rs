@@ -185,6 +185,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Ids of the live backups `service` wrote: those whose data a GC must keep (it reads
+    /// their manifests even when a lagging listing does not show them).
+    pub async fn backup_ids_of_service(&self, service: &str) -> Result<Vec<String>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT id FROM backups WHERE deleted = 0 AND service = ")
+            .bind(text(service));
+        self.fetch(sql, crate::read::Cost::Large, |r| r.text(0))
+            .await
+    }
+
     /// Drops every holder: at start-up of the embedded mode, where no other process
     /// can hold it.
     pub async fn clear_repository_locks(&self) -> Result<u64, CatalogError> {

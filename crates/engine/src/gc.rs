@@ -42,15 +42,25 @@ impl Engine {
     /// Deletes every pack that no stored manifest names. A manifest that cannot be read
     /// stops the sweep (deleting on a partial view could destroy live data).
     pub async fn gc(&self) -> Result<GcStats, EngineError> {
-        self.gc_until(&AtomicBool::new(false)).await
+        self.gc_until(&AtomicBool::new(false), &[]).await
     }
 
     /// [`Engine::gc`], stopping with [`EngineError::Cancelled`] before the next delete
-    /// once `stop` is set (the caller lost the lock that made the sweep safe).
-    pub async fn gc_until(&self, stop: &AtomicBool) -> Result<GcStats, EngineError> {
+    /// once `stop` is set (the caller lost the lock that made the sweep safe). `known`
+    /// names backups whose manifests may exist (the catalog's): they are read even if
+    /// the listing does not show them yet, as an object store's listing may lag behind
+    /// a write that already succeeded.
+    pub async fn gc_until(
+        &self,
+        stop: &AtomicBool,
+        known: &[String],
+    ) -> Result<GcStats, EngineError> {
         let mut live: HashSet<String> = HashSet::new();
         let mut stats = GcStats::default();
-        for id in self.backups().await? {
+        let mut ids: Vec<String> = self.backups().await?;
+        let listed: HashSet<String> = ids.iter().cloned().collect();
+        ids.extend(known.iter().filter(|id| !listed.contains(*id)).cloned());
+        for id in ids {
             // A manifest deleted since the listing names nothing any more.
             let stored = match self.store.get(&manifest_key(&id)).await {
                 Ok(s) => s,

@@ -66,7 +66,7 @@ struct JobGuard {
     cancel: AtomicBool,
     /// Set when the job lost its lease or lock: it must not finish, only stop.
     lost: AtomicBool,
-    /// Whether it holds the repository lock (or an intent) now.
+    /// Whether it holds the repository lock now.
     locked: AtomicBool,
 }
 
@@ -245,15 +245,20 @@ impl BackupWorker {
         let mut waited = false;
         loop {
             if guard.cancel.load(Ordering::SeqCst) {
+                // Drops the intent a waiting GC may have left.
+                self.unlock(guard).await;
                 return false;
             }
-            // Set first: an intent left by a waiting GC is renewed and released too.
-            guard.locked.store(true, Ordering::SeqCst);
+            // Each attempt renews a waiting GC's intent; only a granted lock is renewed
+            // by the job's renewal task.
             match catalog
                 .lock_repository(&guard.holder, mode, micros(self.options.lease))
                 .await
             {
-                Ok(true) => return true,
+                Ok(true) => {
+                    guard.locked.store(true, Ordering::SeqCst);
+                    return true;
+                }
                 Ok(false) if !waited => {
                     waited = true;
                     tracing::info!(holder = %guard.holder, ?mode, "waiting for the repository lock");
@@ -472,9 +477,10 @@ impl BackupWorker {
                 progress,
                 cancel: cancel.clone(),
             });
-            let result = relay(guard, &cancel, run).await;
-            self.unlock(guard).await;
-            result
+            // Held on until the catalog says `available` (the job unlocks at its end):
+            // a sweep in between that misses the new manifest in a lagging listing
+            // finds the backup in the catalog.
+            relay(guard, &cancel, run).await
         } else {
             Err(EngineError::Cancelled)
         };
@@ -602,7 +608,13 @@ impl BackupWorker {
         if !self.lock(guard, LockMode::Exclusive).await {
             return Ok(());
         }
-        let result = self.engine.gc_until(&guard.cancel).await;
+        // Read under the lock: every backup written since is in the catalog already.
+        let known = self
+            .life
+            .catalog()
+            .backup_ids_of_service(crate::BACKUP_SERVICE)
+            .await?;
+        let result = self.engine.gc_until(&guard.cancel, &known).await;
         self.unlock(guard).await;
         match result {
             Ok(stats) => tracing::info!(?stats, "repository swept"),

@@ -48,7 +48,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             stop.store(true, Ordering::SeqCst);
         })
     };
-    let result = engine.gc_until(&stop).await;
+    let known = catalog
+        .backup_ids_of_service(vbs_service::BACKUP_SERVICE)
+        .await?;
+    let result = engine.gc_until(&stop, &known).await;
     renew.abort();
     catalog.unlock_repository(&holder).await?;
     catalog.close().await;
