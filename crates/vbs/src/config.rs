@@ -66,8 +66,14 @@ pub struct Config {
     pub backup_filters: Vec<String>,
     /// Log filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
     pub log: String,
-    /// The backup repository directory; default: `repository` in the data directory.
-    pub repository: Option<PathBuf>,
+    /// The backup repository: a directory or URL (`file://`, `swift+tempauth://`,
+    /// `swift+keystone://`, `s3://`; docs/repository.md); default: `repository` in the
+    /// data directory.
+    pub repository: Option<String>,
+    /// Credentials of a network repository (else the environment: `ST_*`, `OS_*`,
+    /// `AWS_*`). Never serialized, never logged.
+    #[serde(skip_serializing)]
+    pub repository_credentials: Option<vbs_repository::Credentials>,
     /// What this node does: `api`, `worker`, `scheduler`, comma-separated (default all
     /// three). Any number of nodes share one `PostgreSQL` catalog and one repository.
     pub role: String,
@@ -103,6 +109,7 @@ impl Default for Config {
                 .collect(),
             log: "info,sqlx=warn".into(),
             repository: None,
+            repository_credentials: None,
             role: "api,worker,scheduler".into(),
             node_name: None,
             backup_workers: 2,
@@ -141,6 +148,7 @@ const ENV_KEYS: &[&str] = &[
     "backup_filters",
     "log",
     "repository",
+    "repository_credentials",
     "role",
     "node_name",
     "backup_workers",
@@ -230,14 +238,29 @@ impl Config {
         })
     }
 
+    /// The repository's URL (or directory).
+    pub fn repository_url(&self) -> String {
+        self.repository.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("repository")
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
     /// The backup repository this node reads and writes.
     pub async fn open_repository(&self) -> anyhow::Result<vbs_repository::Store> {
-        let dir = self
-            .repository
+        let url = self.repository_url();
+        let creds = self
+            .repository_credentials
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("repository"));
-        vbs_repository::Store::local(&dir)
-            .with_context(|| format!("opening repository {}", dir.display()))
+            .unwrap_or_default()
+            .with_env();
+        let store = vbs_repository::Store::open(&url, &creds)
+            .await
+            .with_context(|| format!("opening repository {url}"))?;
+        tracing::info!(repository = %store.location(), "repository ready");
+        Ok(store)
     }
 
     pub fn catalog_options(&self) -> vbs_catalog::CatalogOptions {

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 use vbs_engine::{BackupOptions, Engine, EngineOptions, Progress, RestoreOptions};
-use vbs_repository::Store;
+use vbs_repository::{Credentials, Store};
 
 #[derive(Subcommand)]
 pub enum EngineCommand {
     /// Back up a volume file or block device into a repository directory.
     Backup {
         #[arg(long)]
-        repository: PathBuf,
+        /// Repository URL or directory (`docs/repository.md`, "Backends and URLs").
+        repository: String,
         #[arg(long)]
         volume: PathBuf,
         /// Store only what this earlier backup does not already have.
@@ -28,7 +29,8 @@ pub enum EngineCommand {
     /// Restore a backup onto a file (created if missing) or block device.
     Restore {
         #[arg(long)]
-        repository: PathBuf,
+        /// Repository URL or directory (`docs/repository.md`, "Backends and URLs").
+        repository: String,
         #[arg(long)]
         backup: String,
         #[arg(long)]
@@ -37,25 +39,29 @@ pub enum EngineCommand {
     /// Re-read and re-hash stored backups (all when none is named).
     Verify {
         #[arg(long)]
-        repository: PathBuf,
+        /// Repository URL or directory (`docs/repository.md`, "Backends and URLs").
+        repository: String,
         backups: Vec<String>,
     },
     /// Remove a backup's manifest (its data goes at the next gc).
     Delete {
         #[arg(long)]
-        repository: PathBuf,
+        /// Repository URL or directory (`docs/repository.md`, "Backends and URLs").
+        repository: String,
         backup: String,
     },
     /// Delete packs no backup references.
     Gc {
         #[arg(long)]
-        repository: PathBuf,
+        /// Repository URL or directory (`docs/repository.md`, "Backends and URLs").
+        repository: String,
     },
 }
 
-fn engine(repository: &std::path::Path) -> anyhow::Result<Engine> {
-    let store = Store::local(repository)
-        .with_context(|| format!("opening repository {}", repository.display()))?;
+async fn engine(repository: &str, creds: &Credentials) -> anyhow::Result<Engine> {
+    let store = Store::open(repository, creds)
+        .await
+        .with_context(|| format!("opening repository {repository}"))?;
     Ok(Engine::new(store, EngineOptions::default()))
 }
 
@@ -64,7 +70,10 @@ fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
+/// Runs one command; credentials for a network repository come from `creds`, then the
+/// environment.
+pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<()> {
+    let creds = creds.with_env();
     match command {
         EngineCommand::Backup {
             repository,
@@ -72,7 +81,8 @@ pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
             parent,
             id,
         } => {
-            let stats = engine(&repository)?
+            let stats = engine(&repository, &creds)
+                .await?
                 .backup(BackupOptions {
                     backup_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                     source: volume,
@@ -88,7 +98,8 @@ pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
             backup,
             target,
         } => {
-            let stats = engine(&repository)?
+            let stats = engine(&repository, &creds)
+                .await?
                 .restore(RestoreOptions {
                     backup_id: backup,
                     target,
@@ -102,7 +113,7 @@ pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
             repository,
             mut backups,
         } => {
-            let engine = engine(&repository)?;
+            let engine = engine(&repository, &creds).await?;
             if backups.is_empty() {
                 backups = engine.backups().await?;
                 backups.sort();
@@ -132,9 +143,12 @@ pub async fn run(command: EngineCommand) -> anyhow::Result<()> {
             }
         }
         EngineCommand::Delete { repository, backup } => {
-            engine(&repository)?.delete_backup(&backup).await?;
+            engine(&repository, &creds)
+                .await?
+                .delete_backup(&backup)
+                .await?;
             print(&serde_json::json!({"deleted": backup}))
         }
-        EngineCommand::Gc { repository } => print(&engine(&repository)?.gc().await?),
+        EngineCommand::Gc { repository } => print(&engine(&repository, &creds).await?.gc().await?),
     }
 }

@@ -73,9 +73,9 @@ enum AdminCommand {
     Verify {
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The repository directory (default: `repository` in the data directory).
+        /// The repository URL or directory (default: the configuration's).
         #[arg(long)]
-        repository: Option<PathBuf>,
+        repository: Option<String>,
         backups: Vec<String>,
     },
     /// Sweep the repository of packs no backup needs, under the catalog's repository
@@ -173,13 +173,14 @@ fn main() -> anyhow::Result<()> {
             };
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);
-            let repository = repository
-                .or(config.repository)
-                .unwrap_or_else(|| config.data_dir.join("repository"));
-            runtime.block_on(engine_cli::run(engine_cli::EngineCommand::Verify {
-                repository,
-                backups,
-            }))
+            let repository = repository.unwrap_or_else(|| config.repository_url());
+            runtime.block_on(engine_cli::run(
+                engine_cli::EngineCommand::Verify {
+                    repository,
+                    backups,
+                },
+                config.repository_credentials.clone().unwrap_or_default(),
+            ))
         }
         Command::Admin {
             command: AdminCommand::Gc { data_dir, catalog },
@@ -202,7 +203,10 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .init();
-            runtime.block_on(engine_cli::run(command))
+            runtime.block_on(engine_cli::run(
+                command,
+                vbs_repository::Credentials::default(),
+            ))
         }
     }
 }

@@ -23,12 +23,14 @@ const MV: &str = "3.71";
 /// Short, so that a dead worker's jobs are taken over quickly.
 const LEASE_SECS: u64 = 3;
 
-/// Where the nodes keep backups: the test Swift when `VBS_TEST_CLUSTER_REPOSITORY` names it
-/// (CI), else a directory all nodes share.
-fn repository(dir: &Path) -> String {
-    std::env::var("VBS_TEST_CLUSTER_REPOSITORY").map_or_else(
-        |_| dir.join("shared-repository").display().to_string(),
-        |base| format!("{base}-{}", uuid::Uuid::new_v4().simple()),
+/// Where the nodes keep backups: a container of its own on the test Swift that
+/// `scripts/swift-aio.sh start` runs at `VBS_TEST_SWIFT` (default `127.0.0.1:8080`),
+/// created by the first node that opens it. No Swift fails the test (never skipped).
+fn repository() -> String {
+    let swift = std::env::var("VBS_TEST_SWIFT").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    format!(
+        "swift+tempauth://{swift}/vbs-cluster-{}",
+        uuid::Uuid::new_v4().simple()
     )
 }
 
@@ -46,7 +48,7 @@ impl Cluster {
         let config_dir =
             std::env::temp_dir().join(format!("vbs-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&config_dir).unwrap();
-        let repository = repository(&config_dir);
+        let repository = repository();
         let api_config = Self::config(&config_dir, &repository, "api", 0);
         let api = Server::start_with(
             Backend::Postgres,
@@ -77,7 +79,8 @@ impl Cluster {
             format!(
                 "node_name = \"{name}\"\nrepository = \"{repository}\"\n\
                  job_lease_secs = {LEASE_SECS}\nbackup_workers = {workers}\n\
-                 scheduler_tick_secs = 1\n"
+                 scheduler_tick_secs = 1\n\
+                 [repository_credentials]\nuser = \"test:tester\"\nkey = \"testing\"\n"
             ),
         )
         .unwrap();
