@@ -339,21 +339,46 @@ async fn two_workers_share_the_work_and_take_over_a_dead_one() {
     let ids: Vec<String> =
         futures_join(big.iter().map(|v| c.backup(json!({"volume_id": v})))).await;
     let deadline = Instant::now() + Duration::from_mins(1);
-    let held = loop {
-        let held = c.sql(
+    let w1_running = || {
+        c.sql(
             "SELECT backup_id FROM jobs WHERE kind = 'backup' AND state = 'running' \
              AND worker LIKE 'w1/%'",
-        );
-        if !held.is_empty() {
-            break held.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>();
-        }
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect::<Vec<_>>()
+    };
+    while w1_running().is_empty() {
         assert!(Instant::now() < deadline, "w1 never took a backup");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
     // Let it get into the middle of the work.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = w1_running();
+    assert!(!held.is_empty(), "w1 finished before it could be killed");
     let killed = Instant::now();
     c.kill("w1");
+    // Taken over once the lease runs out: within the lease and a few polls of w2.
+    let list = held
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    loop {
+        let rows = c.sql(&format!(
+            "SELECT count(*) FROM jobs WHERE backup_id IN ({list}) AND worker LIKE 'w2/%'"
+        ));
+        if rows[0][0] == held.len().to_string() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(LEASE_SECS + 5),
+            "w1's jobs not taken over {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken_over = killed.elapsed();
     for id in &ids {
         let b = c.settled(id, Duration::from_mins(3)).await;
         match b["status"].as_str().unwrap() {
@@ -377,8 +402,9 @@ async fn two_workers_share_the_work_and_take_over_a_dead_one() {
         );
     }
     eprintln!(
-        "w1 held {} backups; all settled {:.1} s after the kill",
+        "w1 held {} backups; taken over {:.1} s and all settled {:.1} s after the kill (lease {LEASE_SECS} s)",
         held.len(),
+        taken_over.as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
     // Nothing holds the repository lock any more (w1's expired).
