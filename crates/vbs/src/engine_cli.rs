@@ -62,7 +62,8 @@ async fn engine(repository: &str, creds: &Credentials) -> anyhow::Result<Engine>
     let store = Store::open(repository, creds)
         .await
         .with_context(|| format!("opening repository {repository}"))?;
-    Ok(Engine::new(store, EngineOptions::default()))
+    let options = EngineOptions::for_store(&store);
+    Ok(Engine::new(store, options))
 }
 
 fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -69,7 +69,8 @@ pub async fn run(
     if works {
         // The repository: only workers touch backup bytes.
         let store = config.open_repository().await?;
-        let engine = vbs_engine::Engine::new(store, vbs_engine::EngineOptions::default());
+        let options = vbs_engine::EngineOptions::for_store(&store);
+        let engine = vbs_engine::Engine::new(store, options);
         let worker = BackupWorker::new(
             lifecycle.clone(),
             engine,
