@@ -1,8 +1,8 @@
 //! The work queue: backup, restore, delete and GC work waits here until a worker claims
 //! it. A claim is a lease: the worker renews it while it works; work whose lease ran
-//! out (the worker died) is claimed again by anyone. On PostgreSQL the claim skips
+//! out (the worker died) is claimed again by anyone. On `PostgreSQL` the claim skips
 //! rows other transactions hold (`FOR UPDATE SKIP LOCKED`), so no job goes to two
-//! workers; SQLite has one writer at a time, which gives the same guarantee. Finished
+//! workers; `SQLite` has one writer at a time, which gives the same guarantee. Finished
 //! jobs stay as history (`done`, with the worker that ran them) until pruned.
 
 use sqlx::Row as _;

@@ -274,7 +274,67 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.config_dir);
+        remove_container(&self.repository);
     }
+}
+
+/// Empties and removes the test's Swift container, so that runs do not pile
+/// containers up in the test Swift.
+fn remove_container(repository: &str) {
+    let Some(rest) = repository.strip_prefix("swift+tempauth://") else {
+        return;
+    };
+    let Some((host, container)) = rest.split_once('/') else {
+        return;
+    };
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "60"])
+            .args(args)
+            .output()
+    };
+    let Ok(auth) = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "X-Auth-User: test:tester",
+        "-H",
+        "X-Auth-Key: testing",
+        &format!("http://{host}/auth/v1.0"),
+    ]) else {
+        return;
+    };
+    let headers = String::from_utf8_lossy(&auth.stdout).into_owned();
+    let header = |name: &str| {
+        headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let (Some(url), Some(token)) = (header("x-storage-url"), header("x-auth-token")) else {
+        return;
+    };
+    let token = format!("X-Auth-Token: {token}");
+    for _ in 0..20 {
+        let Ok(list) = curl(&["-H", &token, &format!("{url}/{container}")]) else {
+            return;
+        };
+        let urls: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{url}/{container}/{l}"))
+            .collect();
+        if urls.is_empty() {
+            break;
+        }
+        // One curl for all of them (object names are hex and UUIDs: nothing to quote).
+        let mut args = vec!["-o", "/dev/null", "-X", "DELETE", "-H", &token];
+        args.extend(urls.iter().map(String::as_str));
+        let _ = curl(&args);
+    }
+    let _ = curl(&["-X", "DELETE", "-H", &token, &format!("{url}/{container}")]);
 }
 
 /// 20 backups of 10 volumes (each volume and a snapshot of it) requested at once: all
