@@ -134,6 +134,8 @@ pub struct Flags {
     pub auth: Option<AuthMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 /// Top-level keys the environment may set (other `VBS_*` variables are not ours).

@@ -49,6 +49,11 @@ enum Command {
         /// What this node does: api, worker, scheduler, comma-separated (default all).
         #[arg(long)]
         role: Option<String>,
+        /// Backup repository: a directory or URL (file://, swift+tempauth://,
+        /// swift+keystone://, s3://); credentials come from the configuration file or
+        /// the environment, never from the command line.
+        #[arg(long)]
+        repository: Option<String>,
     },
     /// Operator tools.
     Admin {
@@ -118,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             catalog,
             auth,
             role,
+            repository,
         } => {
             let flags = Flags {
                 listen,
@@ -125,6 +131,7 @@ fn main() -> anyhow::Result<()> {
                 catalog,
                 auth,
                 role,
+                repository,
             };
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);

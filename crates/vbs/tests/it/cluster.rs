@@ -87,9 +87,11 @@ impl Cluster {
         path
     }
 
-    /// Starts (or starts again) a worker node and waits until it is ready.
+    /// Starts (or starts again) a worker node and waits until it is ready. Its
+    /// repository comes from `--repository` (the credentials from its file); the
+    /// file names another, which the flag overrides.
     fn start_worker(&mut self, name: &str) {
-        let config = Self::config(&self.config_dir, &self.repository, name, 2);
+        let config = Self::config(&self.config_dir, "/nonexistent/not-this-one", name, 2);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,7 +100,13 @@ impl Cluster {
         let mut child = vbs()
             .args(["serve", "--role", "worker", "--data-dir"])
             .arg(self.api.dir())
-            .args(["--catalog", &self.api.catalog, "--config"])
+            .args([
+                "--catalog",
+                &self.api.catalog,
+                "--repository",
+                &self.repository,
+            ])
+            .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::piped())
