@@ -20,4 +20,4 @@ scripts/swift-aio.sh start || { echo "Swift did not come up (scripts/swift-aio.s
 cargo test --workspace --locked
 
 scripts/venv.sh
-VBS_BIN="${VBS_BIN:-$repo/target/debug/vbs}" .venv/bin/python -m pytest tests/clients -q -p no:cacheprovider
+VBS_BIN="${VBS_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/vbs}" .venv/bin/python -m pytest tests/clients -q -p no:cacheprovider
