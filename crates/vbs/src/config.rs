@@ -21,6 +21,19 @@ pub enum AuthMode {
     Keystone,
 }
 
+/// A repository URL as it may be shown: a user or password someone put into it (the
+/// store refuses those) becomes `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// What a node does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Roles {
@@ -260,7 +273,7 @@ impl Config {
             .with_env();
         let store = vbs_repository::Store::open(&url, &creds)
             .await
-            .with_context(|| format!("opening repository {url}"))?;
+            .with_context(|| format!("opening repository {}", redact_url(&url)))?;
         tracing::info!(repository = %store.location(), "repository ready");
         Ok(store)
     }

@@ -59,9 +59,12 @@ pub enum EngineCommand {
 }
 
 async fn engine(repository: &str, creds: &Credentials) -> anyhow::Result<Engine> {
-    let store = Store::open(repository, creds)
-        .await
-        .with_context(|| format!("opening repository {repository}"))?;
+    let store = Store::open(repository, creds).await.with_context(|| {
+        format!(
+            "opening repository {}",
+            crate::config::redact_url(repository)
+        )
+    })?;
     let options = EngineOptions::for_store(&store);
     Ok(Engine::new(store, options))
 }

@@ -169,6 +169,40 @@ async fn noauth_stays_on_loopback_and_config_layers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Roles are checked, and a repository URL that carries a secret is refused
+    // without echoing it.
+    let out = vbs()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--role",
+            "api,bogus",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown role \"bogus\""), "{err}");
+    let out = vbs()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--role",
+            "worker",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .args(["--repository", "swift+tempauth://test:s3cr3t@127.0.0.1:1/c"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opening repository"), "{err}");
+    assert!(!err.contains("s3cr3t"), "the secret is echoed: {err}");
     // keystone mode needs its section.
     let out = vbs()
         .args([
