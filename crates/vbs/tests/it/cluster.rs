@@ -512,6 +512,9 @@ async fn gc_on_one_node_while_another_writes_shared_packs() {
     for id in &generation {
         c.wait("backups", "backup", id, "available").await;
     }
+    for v in &vols {
+        c.wait("volumes", "volume", v, "available").await;
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sweeper = {
         let stop = stop.clone();
@@ -550,6 +553,10 @@ async fn gc_on_one_node_while_another_writes_shared_packs() {
         }
         for id in &next {
             c.wait("backups", "backup", id, "available").await;
+        }
+        // The worker gives the volume back just after it marks the backup.
+        for v in &vols {
+            c.wait("volumes", "volume", v, "available").await;
         }
         let verified = c.admin_verify(&next);
         assert!(
