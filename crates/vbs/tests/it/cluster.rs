@@ -157,20 +157,7 @@ impl Cluster {
     /// `vbs admin gc` as a separate process (a third node sweeping).
     fn admin_gc(&self) -> Value {
         let config = Self::config(&self.config_dir, &self.repository, "gc", 0);
-        let out = vbs()
-            .args(["admin", "gc", "--data-dir"])
-            .arg(self.api.dir())
-            .args(["--catalog", &self.api.catalog, "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        admin_gc(self.api.dir(), &self.api.catalog, &config)
     }
 
     /// `vbs admin verify` of these backups, from another process.
@@ -526,19 +513,7 @@ async fn gc_on_one_node_while_another_writes_shared_packs() {
         std::thread::spawn(move || {
             let mut sweeps = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) || sweeps == 0 {
-                let out = vbs()
-                    .args(["admin", "gc", "--data-dir"])
-                    .arg(&dir)
-                    .args(["--catalog", &catalog, "--config"])
-                    .arg(&config)
-                    .env("RUST_LOG", "warn")
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                admin_gc(&dir, &catalog, &config);
                 sweeps += 1;
             }
             sweeps
@@ -576,6 +551,24 @@ async fn gc_on_one_node_while_another_writes_shared_packs() {
         let restored = c.restore(id).await;
         assert_same(&restored, &reference, GIB);
     }
+}
+
+/// One `vbs admin gc` run; its statistics.
+fn admin_gc(dir: &Path, catalog: &str, config: &Path) -> Value {
+    let out = vbs()
+        .args(["admin", "gc", "--data-dir"])
+        .arg(dir)
+        .args(["--catalog", catalog, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Runs the futures concurrently (no extra crate: one task each).
