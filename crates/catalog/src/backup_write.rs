@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::backups::{RECORD_COLUMNS, record_from_row};
 use crate::jobs::{NewJob, job_insert};
 use crate::read::{Sql, Value, text};
-use crate::volumes::{insert_metadata, push_in};
+use crate::volumes::{NewVolume, insert_metadata, insert_volume, push_in};
 use crate::write::exec;
 use crate::{BackupRecord, Catalog, CatalogError, ts};
 
@@ -36,7 +36,65 @@ pub struct NewBackup {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The volume a restore writes.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreTarget<'a> {
+    /// A live volume, which must be `available`.
+    Existing(&'a str),
+    /// A volume made for this restore (inserted `restoring-backup`).
+    New(&'a NewVolume),
+}
+
+/// Why a restore did not start: the row named moved on meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreRefused {
+    /// The target volume is no longer `available`.
+    Volume,
+    /// The backup is no longer `available`.
+    Backup,
+}
+
 impl Catalog {
+    /// Starts a restore, all or nothing: the target volume becomes (or is inserted as)
+    /// `restoring-backup`, the backup `restoring`, and the job is queued. A crash at
+    /// any moment leaves either all three or none of them.
+    pub async fn start_restore(
+        &self,
+        backup_id: &str,
+        target: RestoreTarget<'_>,
+        job: &NewJob,
+    ) -> Result<Result<(), RestoreRefused>, CatalogError> {
+        let now = ts::now_micros();
+        let mut tx = self.begin().await?;
+        match target {
+            RestoreTarget::New(v) => insert_volume(&mut tx, v).await?,
+            RestoreTarget::Existing(id) => {
+                let mut sql = Sql::default();
+                sql.push(
+                    "UPDATE volumes SET previous_status = status, status = 'restoring-backup', \
+                     updated_at = ",
+                )
+                .bind(Value::Int(now))
+                .push(" WHERE deleted = 0 AND status = 'available' AND id = ")
+                .bind(text(id));
+                if exec(&mut tx, sql).await? != 1 {
+                    return Ok(Err(RestoreRefused::Volume));
+                }
+            }
+        }
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET status = 'restoring', updated_at = ")
+            .bind(Value::Int(now))
+            .push(" WHERE deleted = 0 AND status = 'available' AND id = ")
+            .bind(text(backup_id));
+        if exec(&mut tx, sql).await? != 1 {
+            return Ok(Err(RestoreRefused::Backup));
+        }
+        exec(&mut tx, job_insert(job)).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
     /// Inserts a backup, its metadata and its job, and counts it as a dependent of its
     /// parent, all or nothing. A soft-deleted row with the same id is replaced
     /// (an imported record revives a deleted backup).

@@ -177,6 +177,39 @@ pub(crate) fn push_in(sql: &mut Sql, values: &[&str]) {
     sql.push(")");
 }
 
+/// Inserts a volume row and its metadata.
+pub(crate) async fn insert_volume(tx: &mut Tx, v: &NewVolume) -> Result<(), CatalogError> {
+    let now = ts::now_micros();
+    let mut sql = Sql::default();
+    sql.push(
+        "INSERT INTO volumes (id, project_id, user_id, display_name, display_description, \
+         size, status, attach_status, availability_zone, volume_type, bootable, \
+         provider_location, managed, host, snapshot_id, source_volid, created_at, \
+         updated_at, deleted) VALUES (",
+    );
+    sql.bind(text(&v.id));
+    sql.push(", ").bind(text(&v.project_id));
+    push_opt(&mut sql, v.user_id.as_deref());
+    push_opt(&mut sql, v.display_name.as_deref());
+    push_opt(&mut sql, v.display_description.as_deref());
+    sql.push(", ").bind(Value::Int(v.size));
+    sql.push(", ").bind(text(&v.status));
+    sql.push(", 'detached'");
+    push_opt(&mut sql, v.availability_zone.as_deref());
+    push_opt(&mut sql, v.volume_type.as_deref());
+    sql.push(", ").bind(Value::Int(i64::from(v.bootable)));
+    push_opt(&mut sql, v.provider_location.as_deref());
+    sql.push(", ").bind(Value::Int(i64::from(v.managed)));
+    push_opt(&mut sql, v.host.as_deref());
+    push_opt(&mut sql, v.snapshot_id.as_deref());
+    push_opt(&mut sql, v.source_volid.as_deref());
+    sql.push(", ").bind(Value::Int(now));
+    sql.push(", ").bind(Value::Int(now));
+    sql.push(", 0)");
+    exec(tx, sql).await?;
+    insert_metadata(tx, "volume_metadata", "volume_id", &v.id, &v.metadata).await
+}
+
 /// Inserts `(owner, key, value)` rows into a metadata table.
 pub(crate) async fn insert_metadata(
     tx: &mut Tx,
@@ -206,36 +239,8 @@ impl Catalog {
     /// Inserts a volume and its metadata. A taken id, or a managed location already
     /// managed by a live volume, is [`CatalogError::AlreadyExists`].
     pub async fn create_volume(&self, v: &NewVolume) -> Result<(), CatalogError> {
-        let now = ts::now_micros();
-        let mut sql = Sql::default();
-        sql.push(
-            "INSERT INTO volumes (id, project_id, user_id, display_name, display_description, \
-             size, status, attach_status, availability_zone, volume_type, bootable, \
-             provider_location, managed, host, snapshot_id, source_volid, created_at, \
-             updated_at, deleted) VALUES (",
-        );
-        sql.bind(text(&v.id));
-        sql.push(", ").bind(text(&v.project_id));
-        push_opt(&mut sql, v.user_id.as_deref());
-        push_opt(&mut sql, v.display_name.as_deref());
-        push_opt(&mut sql, v.display_description.as_deref());
-        sql.push(", ").bind(Value::Int(v.size));
-        sql.push(", ").bind(text(&v.status));
-        sql.push(", 'detached'");
-        push_opt(&mut sql, v.availability_zone.as_deref());
-        push_opt(&mut sql, v.volume_type.as_deref());
-        sql.push(", ").bind(Value::Int(i64::from(v.bootable)));
-        push_opt(&mut sql, v.provider_location.as_deref());
-        sql.push(", ").bind(Value::Int(i64::from(v.managed)));
-        push_opt(&mut sql, v.host.as_deref());
-        push_opt(&mut sql, v.snapshot_id.as_deref());
-        push_opt(&mut sql, v.source_volid.as_deref());
-        sql.push(", ").bind(Value::Int(now));
-        sql.push(", ").bind(Value::Int(now));
-        sql.push(", 0)");
         let mut tx = self.begin().await?;
-        exec(&mut tx, sql).await?;
-        insert_metadata(&mut tx, "volume_metadata", "volume_id", &v.id, &v.metadata).await?;
+        insert_volume(&mut tx, v).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
-use vbs_catalog::{BackupRecord, Catalog, CatalogError, Dialect, JobKind, NewBackup, NewJob, ts};
+use vbs_catalog::{
+    BackupRecord, Catalog, CatalogError, Dialect, JobKind, NewBackup, NewJob, RestoreRefused,
+    RestoreTarget, ts,
+};
 
 use crate::schema::{self, fail};
-use crate::volumes::invalid_volume;
+use crate::volumes::{invalid_volume, restore_target_busy};
 use crate::{Context, Error, Microversion, VolumeService};
 
 /// What `backup_service` says in exported records.
@@ -464,36 +467,45 @@ impl BackupLifecycle {
             return Err(invalid_backup("Backup to be restored has invalid size"));
         }
         self.need_worker().await?;
-        let volume = match &volume_id {
+        // A volume made for this restore ends `error` if it fails (§8.2).
+        let options = json!({"new_volume": volume_id.is_none()});
+        let restore_job = |v: &str| job(JobKind::Restore, &b.id, Some(v), Some(options.clone()));
+        let (volume_id, volume_name, refused) = match &volume_id {
             None => {
-                self.volumes
-                    .create_volume_for_restore(ctx, b.size, name, &b.id)
-                    .await?
+                let v = self
+                    .volumes
+                    .new_restore_volume(ctx, b.size, name, &b.id)
+                    .await?;
+                let refused = self
+                    .catalog
+                    .start_restore(&b.id, RestoreTarget::New(&v), &restore_job(&v.id))
+                    .await;
+                if !matches!(refused, Ok(Ok(()))) {
+                    self.volumes.discard_image(&v.id).await;
+                }
+                (v.id, v.display_name, refused?)
             }
-            Some(v) => self.volumes.begin_restore(ctx, v, b.size).await?,
+            Some(vid) => {
+                let v = self.volumes.check_restore_target(ctx, vid, b.size).await?;
+                let refused = self
+                    .catalog
+                    .start_restore(&b.id, RestoreTarget::Existing(&v.id), &restore_job(&v.id))
+                    .await?;
+                (v.id, v.display_name, refused)
+            }
         };
-        if !self
-            .catalog
-            .set_backup_status(&b.id, &["available"], "restoring", None)
-            .await?
-        {
-            let _ = self.volumes.end_restore(&volume.id, true).await;
-            return Err(invalid_backup("Backup status must be available"));
+        match refused {
+            Ok(()) => {}
+            Err(RestoreRefused::Volume) => return Err(restore_target_busy()),
+            Err(RestoreRefused::Backup) => {
+                return Err(invalid_backup("Backup status must be available"));
+            }
         }
-        self.catalog
-            .enqueue_job(&job(
-                JobKind::Restore,
-                &b.id,
-                Some(&volume.id),
-                // A volume made for this restore ends `error` if it fails (§8.2).
-                Some(json!({"new_volume": volume_id.is_none()})),
-            ))
-            .await?;
         self.enqueued().await;
         Ok(RestoreStarted {
             backup_id: b.id,
-            volume_id: volume.id,
-            volume_name: volume.display_name,
+            volume_id,
+            volume_name,
         })
     }
 

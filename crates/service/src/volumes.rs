@@ -198,6 +198,11 @@ pub(crate) fn invalid_volume(reason: &str) -> Error {
     Error::Invalid(format!("Invalid volume: {reason}"))
 }
 
+/// Cinder's refusal of a restore into a volume that is not `available`.
+pub(crate) fn restore_target_busy() -> Error {
+    invalid_volume("Volume to be restored to must be available")
+}
+
 /// The admin scope of a lookup: admins see every project.
 pub(crate) fn scope(ctx: &Context) -> Option<&str> {
     (!ctx.is_admin()).then_some(ctx.project_id.as_str())
@@ -362,16 +367,34 @@ impl VolumeService {
             source_volid: opts.source_volid,
             metadata: opts.metadata,
         };
-        self.catalog.create_volume(&row).await?;
         let bytes = size_bytes(size);
         match source {
             None => {
+                // The image first, then its row, already `available` (or `error` if the
+                // image could not be made): a crash in between leaves an unused sparse
+                // file, never a volume stuck in `creating`.
                 let pool = self.pool.clone();
                 let vid = id.clone();
                 let made = blocking(move || pool.create_volume(&vid, bytes)).await;
-                self.settle_creation(&id, made.map(|_| ())).await?;
+                let row = NewVolume {
+                    status: match &made {
+                        Ok(_) => "available".into(),
+                        Err(e) => {
+                            tracing::error!(volume = %id, error = %e, "creating a volume's image");
+                            "error".into()
+                        }
+                    },
+                    ..row
+                };
+                if let Err(e) = self.catalog.create_volume(&row).await {
+                    if made.is_ok() {
+                        self.discard_image(&id).await;
+                    }
+                    return Err(e.into());
+                }
             }
             Some(src) => {
+                self.catalog.create_volume(&row).await?;
                 let this = self.clone();
                 let vid = id.clone();
                 tokio::spawn(async move {
@@ -594,9 +617,10 @@ impl VolumeService {
         Ok(())
     }
 
-    /// Starts a restore into an existing volume: it must be `available` and at least
-    /// `backup_size` GiB (Cinder's messages); it becomes `restoring-backup`.
-    pub async fn begin_restore(
+    /// Checks a restore's target volume as Cinder does: it must be `available` and at
+    /// least `backup_size` GiB. The move to `restoring-backup` happens with the rest
+    /// of the restore's start ([`Catalog::start_restore`]).
+    pub async fn check_restore_target(
         &self,
         ctx: &Context,
         volume_id: &str,
@@ -604,7 +628,7 @@ impl VolumeService {
     ) -> Result<VolumeRecord, Error> {
         let v = self.get(ctx, volume_id).await?;
         if v.status != "available" {
-            return Err(invalid_volume("Volume to be restored to must be available"));
+            return Err(restore_target_busy());
         }
         if backup_size > v.size {
             return Err(invalid_volume(&format!(
@@ -612,49 +636,54 @@ impl VolumeService {
                 v.size
             )));
         }
-        if !self
-            .catalog
-            .set_volume_status(
-                volume_id,
-                &["available"],
-                "restoring-backup",
-                Previous::Save,
-            )
-            .await?
-        {
-            return Err(invalid_volume("Volume to be restored to must be available"));
-        }
         Ok(v)
     }
 
-    /// Creates a new volume (a sparse image of `size` GiB, in the caller's project)
-    /// for a restore and leaves it in `restoring-backup`. Cinder's name when none is
-    /// given: `restore_backup_<backup id>`.
-    pub async fn create_volume_for_restore(
+    /// Makes the image of a new volume (`size` GiB, in the caller's project) for a
+    /// restore and returns its row, to be inserted `restoring-backup` with the rest of
+    /// the restore's start. Cinder's name when none is given:
+    /// `restore_backup_<backup id>`. If the start does not happen, the caller removes
+    /// the image ([`Self::discard_image`]).
+    pub async fn new_restore_volume(
         &self,
         ctx: &Context,
         size: i64,
         name: Option<String>,
         backup_id: &str,
-    ) -> Result<VolumeRecord, Error> {
-        let v = self
-            .create(
-                ctx,
-                CreateVolumeOptions {
-                    name: Some(name.unwrap_or_else(|| format!("restore_backup_{backup_id}"))),
-                    description: Some("auto-created_from_restore_from_backup".into()),
-                    size: Some(size),
-                    ..CreateVolumeOptions::default()
-                },
-            )
-            .await?;
-        if v.status != "available" {
-            return Err(invalid_volume(&format!(
-                "Error while creating volume {} for restoring backup {backup_id}.",
-                v.id
-            )));
+    ) -> Result<NewVolume, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let pool = self.pool.clone();
+        let vid = id.clone();
+        let path = blocking(move || pool.create_volume(&vid, size_bytes(size)))
+            .await
+            .map_err(|e| {
+                tracing::error!(volume = %id, error = %e, "creating a volume's image");
+                invalid_volume(&format!(
+                    "Error while creating volume {id} for restoring backup {backup_id}."
+                ))
+            })?;
+        Ok(NewVolume {
+            id,
+            project_id: ctx.project_id.clone(),
+            user_id: Some(ctx.user_id.clone()),
+            display_name: Some(name.unwrap_or_else(|| format!("restore_backup_{backup_id}"))),
+            display_description: Some("auto-created_from_restore_from_backup".into()),
+            size,
+            status: "restoring-backup".into(),
+            availability_zone: Some(DEFAULT_AZ.into()),
+            volume_type: Some(DEFAULT_TYPE.into()),
+            provider_location: Some(path.to_string_lossy().into_owned()),
+            host: Some(POOL_HOST.into()),
+            ..NewVolume::default()
+        })
+    }
+
+    /// Removes the pool image of a volume that was never recorded.
+    pub async fn discard_image(&self, volume_id: &str) {
+        let path = self.pool.volume_path(volume_id);
+        if let Err(e) = blocking(move || pool::remove(&path)).await {
+            tracing::warn!(volume = %volume_id, error = %e, "removing an unused image");
         }
-        self.begin_restore(ctx, &v.id, size).await
     }
 
     /// Ends a restore: `restoring-backup` → `available` if it succeeded, else
