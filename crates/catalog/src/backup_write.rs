@@ -225,11 +225,13 @@ impl Catalog {
         Ok(self.execute(sql).await? == 1)
     }
 
-    /// `creating` → `available` with what was stored. Returns whether it moved (a
-    /// backup force-deleted meanwhile does not).
+    /// `creating` → `available` with what was stored, and its source given back (see
+    /// [`Self::release_backup_source`]), in one transaction: nobody sees the backup
+    /// `available` while its volume still says `backing-up`. Returns whether the backup
+    /// moved (a backup force-deleted meanwhile does not).
     pub async fn complete_backup(
         &self,
-        id: &str,
+        b: &BackupRecord,
         object_count: i64,
         service_metadata: &str,
     ) -> Result<bool, CatalogError> {
@@ -246,8 +248,54 @@ impl Catalog {
         .push(", updated_at = ")
         .bind(Value::Int(ts::now_micros()))
         .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
-        .bind(text(id));
-        Ok(self.execute(sql).await? == 1)
+        .bind(text(&b.id));
+        let mut tx = self.begin().await?;
+        let moved = exec(&mut tx, sql).await? == 1;
+        exec(
+            &mut tx,
+            release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// `creating` → `error` with `reason`, and its source given back, in one
+    /// transaction. Returns whether the backup moved.
+    pub async fn fail_backup(&self, b: &BackupRecord, reason: &str) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET status = 'error', progress = NULL, fail_reason = ")
+            .bind(text(reason))
+            .push(", updated_at = ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
+            .bind(text(&b.id));
+        let mut tx = self.begin().await?;
+        let moved = exec(&mut tx, sql).await? == 1;
+        exec(
+            &mut tx,
+            release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Gives a backup's source back (a snapshot `backing-up` → `available`, a volume
+    /// `backing-up` → its previous status), unless another live `creating` backup
+    /// holds it: a job run again after its worker died must not free a volume that a
+    /// newer backup is reading. One statement, so the check and the change cannot be
+    /// split by another request. Returns whether it changed.
+    pub async fn release_backup_source(
+        &self,
+        backup_id: &str,
+        volume_id: &str,
+        snapshot_id: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        Ok(self
+            .execute(release_source(backup_id, volume_id, snapshot_id))
+            .await?
+            == 1)
     }
 
     /// Records (or clears) a running backup's or restore's progress (JSON).
@@ -417,30 +465,38 @@ impl Catalog {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    /// Whether a live `creating` backup other than `backup_id` holds this source: the
-    /// snapshot when one is named, else the volume itself.
-    pub async fn source_held_by_other(
-        &self,
-        backup_id: &str,
-        volume_id: &str,
-        snapshot_id: Option<&str>,
-    ) -> Result<bool, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push(
-            "SELECT b.id FROM backups b WHERE b.deleted = 0 AND b.status = 'creating' AND b.id <> ",
-        )
-        .bind(text(backup_id));
-        match snapshot_id {
-            Some(s) => sql.push(" AND b.snapshot_id = ").bind(text(s)),
-            None => sql
-                .push(" AND b.snapshot_id IS NULL AND b.volume_id = ")
-                .bind(text(volume_id)),
-        };
-        sql.push(" LIMIT 1");
-        Ok(!self
-            .fetch(sql, crate::read::Cost::Small, |r| r.text(0))
-            .await?
-            .is_empty())
+/// The statement of [`Catalog::release_backup_source`].
+fn release_source(backup_id: &str, volume_id: &str, snapshot_id: Option<&str>) -> Sql {
+    let mut sql = Sql::default();
+    match snapshot_id {
+        Some(s) => {
+            sql.push("UPDATE snapshots SET status = 'available', updated_at = ")
+                .bind(Value::Int(ts::now_micros()))
+                .push(" WHERE deleted = 0 AND status = 'backing-up' AND id = ")
+                .bind(text(s))
+                .push(
+                    " AND NOT EXISTS (SELECT 1 FROM backups o WHERE o.deleted = 0 \
+                     AND o.status = 'creating' AND o.snapshot_id = ",
+                )
+                .bind(text(s));
+        }
+        None => {
+            sql.push(
+                "UPDATE volumes SET status = COALESCE(previous_status, 'available'), \
+                 previous_status = NULL, updated_at = ",
+            )
+            .bind(Value::Int(ts::now_micros()))
+            .push(" WHERE deleted = 0 AND status = 'backing-up' AND id = ")
+            .bind(text(volume_id))
+            .push(
+                " AND NOT EXISTS (SELECT 1 FROM backups o WHERE o.deleted = 0 \
+                 AND o.status = 'creating' AND o.snapshot_id IS NULL AND o.volume_id = ",
+            )
+            .bind(text(volume_id));
+        }
     }
+    sql.push(" AND o.id <> ").bind(text(backup_id)).push(")");
+    sql
 }

@@ -312,32 +312,14 @@ impl BackupLifecycle {
         self.lookup(ctx, &id).await
     }
 
-    /// Puts a backup's source back to what it was before the backup.
-    /// Never while another backup holds the same source: a job run again after its
-    /// worker died must not free a volume that a newer backup is reading.
+    /// Puts a backup's source back to what it was before the backup, unless another
+    /// backup holds it ([`Catalog::release_backup_source`]).
     pub(crate) async fn release_source(&self, b: &NewBackup) {
-        match self
+        if let Err(e) = self
             .catalog
-            .source_held_by_other(&b.id, &b.volume_id, b.snapshot_id.as_deref())
+            .release_backup_source(&b.id, &b.volume_id, b.snapshot_id.as_deref())
             .await
         {
-            Ok(false) => {}
-            Ok(true) => return,
-            Err(e) => {
-                tracing::warn!(backup = %b.id, error = %e, "could not check the backup's source");
-                return;
-            }
-        }
-        let r = match &b.snapshot_id {
-            Some(s) => self
-                .catalog
-                .set_snapshot_status(s, &["backing-up"], "available", None, None)
-                .await
-                .map(|_| ())
-                .map_err(Error::from),
-            None => self.volumes.end_backup(&b.volume_id).await,
-        };
-        if let Err(e) = r {
             tracing::warn!(backup = %b.id, error = %e, "could not release the backup's source");
         }
     }

@@ -609,14 +609,6 @@ impl VolumeService {
         Ok(v)
     }
 
-    /// Ends a backup: `backing-up` → the status the volume had before. Idempotent.
-    pub async fn end_backup(&self, volume_id: &str) -> Result<(), Error> {
-        self.catalog
-            .restore_volume_status(volume_id, "backing-up", "available")
-            .await?;
-        Ok(())
-    }
-
     /// Checks a restore's target volume as Cinder does: it must be `available` and at
     /// least `backup_size` GiB. The move to `restoring-backup` happens with the rest
     /// of the restore's start ([`Catalog::start_restore`]).

@@ -400,7 +400,7 @@ impl BackupWorker {
                     "seconds": stats.seconds,
                 });
                 let done = c
-                    .complete_backup(&b.id, stats.object_count as i64, &meta.to_string())
+                    .complete_backup(&b, stats.object_count as i64, &meta.to_string())
                     .await?;
                 if !done {
                     // Force-deleted while we wrote: the delete job removes it.
@@ -416,9 +416,7 @@ impl BackupWorker {
                 tracing::info!(backup = %b.id, "backup cancelled");
             }
             Err(e) => {
-                let reason = e.to_string();
-                c.set_backup_status(&b.id, &["creating"], "error", Some(Some(&reason)))
-                    .await?;
+                c.fail_backup(&b, &e.to_string()).await?;
             }
         }
         self.release(&b).await;
