@@ -37,6 +37,7 @@ pub use jobs::{Job, JobKind, NewJob};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,
+    WorkOn,
 };
 
 /// Errors of the catalog. Callers branch on the variant; the source is kept for logs.

@@ -649,11 +649,17 @@ impl Catalog {
         Ok(true)
     }
 
-    /// After a restart: work that was running in this process is gone. Volumes left
+    /// Work on volumes and snapshots that runs inside the process that took the request
+    /// (copies, deletes, extends) and whose process is gone is failed: volumes left
     /// `creating` become `error`, `extending` → `error_extending`, `deleting` →
     /// `error_deleting`; snapshots `creating` → `error`, `deleting` → `error_deleting`.
-    /// Returns the number of records changed.
-    pub async fn fail_interrupted_volume_work(&self) -> Result<u64, CatalogError> {
+    /// Running work keeps its row's `updated_at` fresh ([`Self::touch_work`]), so with
+    /// `stale_before` only rows unchanged since then are touched (many nodes); without,
+    /// every such row (a restart of the only process). Returns the number changed.
+    pub async fn fail_interrupted_volume_work(
+        &self,
+        stale_before: Option<i64>,
+    ) -> Result<u64, CatalogError> {
         let now = ts::now_micros();
         let mut n = 0;
         for (table, from, to) in [
@@ -670,10 +676,45 @@ impl Catalog {
                 .bind(Value::Int(now))
                 .push(" WHERE deleted = 0 AND status = ")
                 .bind(text(from));
+            if let Some(t) = stale_before {
+                sql.push(" AND (updated_at IS NULL OR updated_at < ")
+                    .bind(Value::Int(t))
+                    .push(")");
+            }
             n += self.execute(sql).await?;
         }
         Ok(n)
     }
+
+    /// Marks in-process work on a volume or snapshot as alive: its row's `updated_at`
+    /// becomes now if it is still in `status`.
+    pub async fn touch_work(
+        &self,
+        what: WorkOn,
+        id: &str,
+        status: &str,
+    ) -> Result<(), CatalogError> {
+        let mut sql = Sql::default();
+        let table = match what {
+            WorkOn::Volume => "volumes",
+            WorkOn::Snapshot => "snapshots",
+        };
+        let _ = write!(sql.text, "UPDATE {table} SET updated_at = ");
+        sql.bind(Value::Int(ts::now_micros()))
+            .push(" WHERE deleted = 0 AND id = ")
+            .bind(text(id))
+            .push(" AND status = ")
+            .bind(text(status));
+        self.execute(sql).await?;
+        Ok(())
+    }
+}
+
+/// Which kind of row in-process work holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkOn {
+    Volume,
+    Snapshot,
 }
 
 /// Soft-deletes live attachments of a volume (one or all); returns how many.

@@ -126,7 +126,7 @@ impl BackupLifecycle {
     /// Backups in a transitional status whose job is gone (only backups this service
     /// runs: `service` is ours) are failed (`creating`), given back (`restoring`) or
     /// deleted again (`deleting`); busy volumes and snapshots without work are
-    /// released. With `grace`, only rows unchanged for that long are touched (the
+    /// released; volume copies, deletes and extends whose process died are failed. With `grace`, only rows unchanged for that long are touched (the
     /// scheduler's periodic sweep, while requests are in flight).
     pub async fn sweep(&self, grace: Option<std::time::Duration>) -> Result<u64, Error> {
         let c = &self.catalog;
@@ -165,6 +165,9 @@ impl BackupLifecycle {
             n += 1;
         }
         n += c.release_orphaned_sources(stale_before).await?;
+        n += c
+            .fail_interrupted_volume_work(grace.map(|_| stale_before))
+            .await?;
         Ok(n)
     }
 

@@ -3,7 +3,7 @@
 //! snapshot shows `creating`; then `available` with progress `100%`, or `error`.
 
 use serde_json::Value;
-use vbs_catalog::{CatalogError, NewSnapshot, SnapshotQuery, SnapshotRecord};
+use vbs_catalog::{CatalogError, NewSnapshot, SnapshotQuery, SnapshotRecord, WorkOn};
 use vbs_engine::pool;
 
 use crate::backups::{last, paging};
@@ -191,7 +191,10 @@ impl VolumeService {
         tokio::spawn(async move {
             let pool = this.pool.clone();
             let copy_id = sid.clone();
-            let made = blocking(move || pool.create_snapshot(&copy_id, &src)).await;
+            let copy = blocking(move || pool.create_snapshot(&copy_id, &src));
+            let made = this
+                .while_fresh(WorkOn::Snapshot, &sid, "creating", copy)
+                .await;
             let result = match made {
                 Ok((path, method)) => {
                     tracing::debug!(snapshot = %sid, ?method, "snapshot copied");
@@ -238,7 +241,11 @@ impl VolumeService {
                     .into(),
             ));
         }
-        if let Err(e) = self.remove_snapshot_files(&s).await {
+        let removed = self.remove_snapshot_files(&s);
+        if let Err(e) = self
+            .while_fresh(WorkOn::Snapshot, id, "deleting", removed)
+            .await
+        {
             self.catalog
                 .set_snapshot_status(id, &["deleting"], "error_deleting", None, None)
                 .await?;

@@ -2,7 +2,7 @@
 //! `os-reset_status`, each with Cinder's schema, status rules and messages.
 
 use serde_json::{Map, Value};
-use vbs_catalog::{NewAttachment, Previous};
+use vbs_catalog::{NewAttachment, Previous, WorkOn};
 use vbs_engine::pool;
 
 use crate::schema::{self, fail, py_repr};
@@ -118,7 +118,11 @@ impl VolumeService {
             )));
         }
         let bytes = size_bytes(new_size);
-        match blocking(move || pool::extend(&path, bytes)).await {
+        let extend = blocking(move || pool::extend(&path, bytes));
+        match self
+            .while_fresh(WorkOn::Volume, id, "extending", extend)
+            .await
+        {
             Ok(()) => {
                 self.catalog
                     .finish_volume_resize(id, "extending", new_size)

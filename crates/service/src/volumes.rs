@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use vbs_catalog::{
     Catalog, CatalogError, DeleteCheck, NewVolume, Previous, SnapshotQuery, VolumeQuery,
-    VolumeRecord,
+    VolumeRecord, WorkOn,
 };
 use vbs_engine::pool::{self, GIB, Pool, PoolError};
 
@@ -68,6 +68,18 @@ const DELETABLE: &[&str] = &[
 pub struct VolumeService {
     pub(crate) catalog: Catalog,
     pub(crate) pool: Pool,
+    /// How often running in-process work refreshes its row (see [`Self::while_fresh`]).
+    heartbeat: std::time::Duration,
+}
+
+/// Aborts a task when dropped: a heartbeat stops with the work it belongs to, even when
+/// that work is dropped half-way (a client that hung up).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A listed page and the limit of Cinder's `next`-link rule.
@@ -227,7 +239,44 @@ fn status_clause(expected: Option<&[&str]>) -> String {
 
 impl VolumeService {
     pub fn new(catalog: Catalog, pool: Pool) -> Self {
-        Self { catalog, pool }
+        Self {
+            catalog,
+            pool,
+            heartbeat: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Sets how often running copies, deletes and extends refresh their row; a third
+    /// of the grace after which the scheduler's sweep fails work whose node died.
+    #[must_use]
+    pub fn with_heartbeat(mut self, every: std::time::Duration) -> Self {
+        self.heartbeat = every.max(std::time::Duration::from_millis(100));
+        self
+    }
+
+    /// Runs `work` on a volume or snapshot in `status` while keeping its row fresh, so
+    /// that a sweep (on any node) tells work in progress from work whose process died
+    /// ([`Catalog::fail_interrupted_volume_work`]).
+    pub(crate) async fn while_fresh<T>(
+        &self,
+        what: WorkOn,
+        id: &str,
+        status: &'static str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let (catalog, id, every) = (self.catalog.clone(), id.to_owned(), self.heartbeat);
+        let _beat = AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = catalog.touch_work(what, &id, status).await {
+                    tracing::warn!(%id, error = %e, "refreshing work in progress");
+                }
+            }
+        }));
+        work.await
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -243,12 +292,6 @@ impl VolumeService {
         v.provider_location
             .as_deref()
             .map_or_else(|| self.pool.volume_path(&v.id), PathBuf::from)
-    }
-
-    /// Marks work a restart interrupted as failed (see
-    /// [`Catalog::fail_interrupted_volume_work`]); call once at start-up.
-    pub async fn recover(&self) -> Result<u64, Error> {
-        Ok(self.catalog.fail_interrupted_volume_work().await?)
     }
 
     /// One volume (`GET /volumes/{id}`): looked up in the caller's scope (404), then
@@ -400,8 +443,11 @@ impl VolumeService {
                 tokio::spawn(async move {
                     let pool = this.pool.clone();
                     let copy_id = vid.clone();
-                    let made =
-                        blocking(move || pool.create_volume_from(&copy_id, &src.path, bytes)).await;
+                    let copy =
+                        blocking(move || pool.create_volume_from(&copy_id, &src.path, bytes));
+                    let made = this
+                        .while_fresh(WorkOn::Volume, &vid, "creating", copy)
+                        .await;
                     if let Err(e) = this.settle_creation(&vid, made.map(|_| ())).await {
                         tracing::error!(volume = %vid, error = %e, "recording a volume copy");
                     }
@@ -533,6 +579,18 @@ impl VolumeService {
                 status_clause((!force).then_some(DELETABLE))
             )));
         }
+        self.while_fresh(
+            WorkOn::Volume,
+            id,
+            "deleting",
+            self.remove_volume(&v, cascade),
+        )
+        .await
+    }
+
+    /// The files and rows of a volume in `deleting` (and of its snapshots, `cascade`).
+    async fn remove_volume(&self, v: &VolumeRecord, cascade: bool) -> Result<(), Error> {
+        let id = v.id.as_str();
         if cascade {
             let snaps = self
                 .catalog
@@ -548,7 +606,7 @@ impl VolumeService {
             }
         }
         if !v.managed {
-            let path = self.volume_file(&v);
+            let path = self.volume_file(v);
             if let Err(e) = blocking(move || pool::remove(&path)).await {
                 self.catalog
                     .set_volume_status(id, &["deleting"], "error_deleting", Previous::Keep)

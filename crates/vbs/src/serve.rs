@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use vbs_api::{AppState, Authenticator, Keystone};
-use vbs_catalog::{Catalog, Dialect};
+use vbs_catalog::Catalog;
 use vbs_engine::pool::Pool;
 use vbs_service::{
     BackupLifecycle, BackupService, BackupWorker, SchedulerOptions, VolumeService, WorkerOptions,
@@ -33,24 +33,12 @@ pub async fn run(
         .context("opening the catalog")?;
     tracing::info!(dialect = ?catalog.dialect(), %node, %roles, "catalog ready");
     let pool = Pool::open(&config.data_dir).context("opening the volume pool")?;
-    let volumes = VolumeService::new(catalog.clone(), pool);
-    // Copies and deletes of volumes run inside the process that took the request: in
-    // the embedded mode any left running are gone. (On PostgreSQL other API nodes may
-    // be copying right now, so a restarting node leaves them alone.)
-    if catalog.dialect() == Dialect::Sqlite {
-        let failed = volumes
-            .recover()
-            .await
-            .map_err(|e| anyhow::anyhow!("marking interrupted volume work failed: {e}"))?;
-        if failed > 0 {
-            tracing::warn!(
-                failed,
-                "volume work interrupted by the last shutdown marked failed"
-            );
-        }
-    }
-
     let lease = Duration::from_secs(config.job_lease_secs.max(1));
+    // Copies, deletes and extends of volumes run inside the process that took the
+    // request and keep their row fresh; the sweep at start-up (all of them on SQLite,
+    // where this is the only process) and the scheduler's (those unchanged for a lease:
+    // their node died) fail the ones whose process is gone.
+    let volumes = VolumeService::new(catalog.clone(), pool).with_heartbeat(lease / 3);
     let host = format!("vbs@{}", config.listen);
     let lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
     let recovered = lifecycle

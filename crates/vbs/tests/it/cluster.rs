@@ -601,3 +601,86 @@ where
     .await;
     out.into_iter().map(Option::unwrap).collect()
 }
+
+/// Volume work runs in the API process that took the request (copies, deletes,
+/// extends, snapshot copies) and keeps its row fresh while it runs. Rows left in such a
+/// status by a node that died (simulated: unchanged for an hour) are failed by the
+/// scheduler's sweep; a row whose work still beats (the test refreshes it, as a live
+/// node does) is left alone for several leases.
+#[tokio::test]
+async fn volume_work_of_a_dead_node_is_failed_and_live_work_is_not() {
+    let c = Cluster::start(&[]);
+    let mut vols = Vec::new();
+    for name in ["copying", "deleting", "extending", "snapshotted", "live"] {
+        vols.push(c.volume(name).await);
+    }
+    let (st, b) = c
+        .call(
+            Method::POST,
+            "snapshots",
+            Some(json!({"snapshot": {"volume_id": vols[3]}})),
+        )
+        .await;
+    assert_eq!(st, 202, "{b}");
+    let snap = b["snapshot"]["id"].as_str().unwrap().to_owned();
+    c.wait("snapshots", "snapshot", &snap, "available").await;
+
+    let an_hour_ago = "(extract(epoch from now()) * 1000000)::bigint - 3600000000";
+    for (table, id, status) in [
+        ("volumes", &vols[0], "creating"),
+        ("volumes", &vols[1], "deleting"),
+        ("volumes", &vols[2], "extending"),
+        ("snapshots", &snap, "creating"),
+    ] {
+        c.sql(&format!(
+            "UPDATE {table} SET status = '{status}', updated_at = {an_hour_ago} WHERE id = '{id}'"
+        ));
+    }
+    let live = &vols[4];
+    let beat = |c: &Cluster| {
+        c.sql(&format!(
+            "UPDATE volumes SET status = 'creating', \
+             updated_at = (extract(epoch from now()) * 1000000)::bigint WHERE id = '{live}'"
+        ));
+    };
+    beat(&c);
+
+    let started = Instant::now();
+    let want = [
+        ("volumes", &vols[0], "error"),
+        ("volumes", &vols[1], "error_deleting"),
+        ("volumes", &vols[2], "error_extending"),
+        ("snapshots", &snap, "error"),
+    ];
+    loop {
+        let settled = want.iter().all(|(table, id, status)| {
+            c.sql(&format!("SELECT status FROM {table} WHERE id = '{id}'"))[0][0] == *status
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(LEASE_SECS + 10),
+            "dead work not failed: {:?}",
+            c.sql("SELECT id, status FROM volumes UNION ALL SELECT id, status FROM snapshots")
+        );
+        beat(&c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Several leases and sweeps later, the beating row is still at work.
+    while started.elapsed() < Duration::from_secs(3 * LEASE_SECS) {
+        beat(&c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (st, b) = c.call(Method::GET, &format!("volumes/{live}"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["volume"]["status"], "creating", "{b}");
+    // Once it stops beating, it is failed too.
+    let stopped = Instant::now();
+    c.wait("volumes", "volume", live, "error").await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(LEASE_SECS - 1),
+        "failed {:?} after its last beat, before its grace ran out",
+        stopped.elapsed()
+    );
+}
