@@ -249,15 +249,7 @@ impl Catalog {
         .bind(Value::Int(ts::now_micros()))
         .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
         .bind(text(&b.id));
-        let mut tx = self.begin().await?;
-        let moved = exec(&mut tx, sql).await? == 1;
-        exec(
-            &mut tx,
-            release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref()),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(moved)
+        self.finish_backup(b, sql).await
     }
 
     /// `creating` → `error` with `reason`, and its source given back, in one
@@ -270,13 +262,16 @@ impl Catalog {
             .bind(Value::Int(ts::now_micros()))
             .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
             .bind(text(&b.id));
+        self.finish_backup(b, sql).await
+    }
+
+    /// Runs `moving` (the backup's status change) and gives its source back, in one
+    /// transaction; returns whether the backup moved.
+    async fn finish_backup(&self, b: &BackupRecord, moving: Sql) -> Result<bool, CatalogError> {
         let mut tx = self.begin().await?;
-        let moved = exec(&mut tx, sql).await? == 1;
-        exec(
-            &mut tx,
-            release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref()),
-        )
-        .await?;
+        let moved = exec(&mut tx, moving).await? == 1;
+        let release = release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref());
+        exec(&mut tx, release).await?;
         tx.commit().await?;
         Ok(moved)
     }
