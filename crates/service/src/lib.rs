@@ -5,6 +5,7 @@
 mod backups;
 mod context;
 mod error;
+mod lease;
 mod lifecycle;
 mod manage;
 mod microversion;
@@ -18,6 +19,7 @@ mod worker;
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
 pub use context::{Context, Role};
 pub use error::Error;
+pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use microversion::Microversion;

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -198,45 +198,26 @@ impl BackupWorker {
     /// a lease. Told it lost either, or unable to renew for half a lease, the job stops:
     /// past that point another node may take it over.
     fn renew(&self, pk: i64, guard: &Arc<JobGuard>) -> tokio::task::JoinHandle<()> {
-        let (catalog, guard, node) = (
-            self.life.catalog().clone(),
-            guard.clone(),
-            self.options.node.clone(),
-        );
+        let (catalog, node) = (self.life.catalog().clone(), self.options.node.clone());
         let lease = self.options.lease;
-        tokio::spawn(async move {
-            let mut renewed = Instant::now();
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let job = catalog.renew_job(pk, &node, micros(lease)).await;
-                let lock = if guard.locked.load(Ordering::SeqCst) {
-                    catalog
-                        .renew_repository_lock(&guard.holder, micros(lease))
-                        .await
-                } else {
-                    Ok(true)
-                };
-                match (job, lock) {
-                    (Ok(true), Ok(true)) => renewed = Instant::now(),
-                    (Ok(false), _) | (_, Ok(false)) => {
-                        tracing::warn!(job = pk, "lease or repository lock lost; stopping the job");
-                        guard.lose();
-                        return;
+        let (holder, lost) = (guard.clone(), guard.clone());
+        crate::keep_lease(
+            lease,
+            format!("job {pk}"),
+            move || {
+                let (catalog, node, holder) = (catalog.clone(), node.clone(), holder.clone());
+                async move {
+                    let job = catalog.renew_job(pk, &node, micros(lease)).await?;
+                    if job && holder.locked.load(Ordering::SeqCst) {
+                        return catalog
+                            .renew_repository_lock(&holder.holder, micros(lease))
+                            .await;
                     }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(job = pk, error = %e, "renewing a lease failed");
-                    }
+                    Ok(job)
                 }
-                if renewed.elapsed() > lease / 2 {
-                    tracing::warn!(
-                        job = pk,
-                        "could not renew the lease for half its length; stopping the job"
-                    );
-                    guard.lose();
-                    return;
-                }
-            }
-        })
+            },
+            move || lost.lose(),
+        )
     }
 
     /// Waits for the repository lock in `mode`; `false` if the job was stopped first.

@@ -32,21 +32,15 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let renew = {
         let (catalog, holder, stop) = (catalog.clone(), holder.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut renewed = Instant::now();
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                match catalog.renew_repository_lock(&holder, lease_micros).await {
-                    Ok(true) => renewed = Instant::now(),
-                    Ok(false) => break,
-                    Err(e) => tracing::warn!(error = %e, "renewing the repository lock failed"),
-                }
-                if renewed.elapsed() > lease / 2 {
-                    break;
-                }
-            }
-            stop.store(true, Ordering::SeqCst);
-        })
+        vbs_service::keep_lease(
+            lease,
+            holder.clone(),
+            move || {
+                let (catalog, holder) = (catalog.clone(), holder.clone());
+                async move { catalog.renew_repository_lock(&holder, lease_micros).await }
+            },
+            move || stop.store(true, Ordering::SeqCst),
+        )
     };
     let known = catalog
         .backup_ids_of_service(vbs_service::BACKUP_SERVICE)
