@@ -45,6 +45,16 @@ pub enum RestoreTarget<'a> {
     New(&'a NewVolume),
 }
 
+/// What [`Catalog::begin_backup_delete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteStart {
+    Started,
+    /// Incremental backups depend on it.
+    HasDependents,
+    /// Its status is not one the delete starts from.
+    WrongStatus,
+}
+
 /// Why a restore did not start: the row named moved on meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreRefused {
@@ -96,7 +106,8 @@ impl Catalog {
     }
 
     /// Inserts a backup, its metadata and its job, and counts it as a dependent of its
-    /// parent, all or nothing. A soft-deleted row with the same id is replaced
+    /// parent, all or nothing. A parent no longer `available` is
+    /// [`CatalogError::NotFound`]. A soft-deleted row with the same id is replaced
     /// (an imported record revives a deleted backup).
     pub async fn create_backup(&self, b: &NewBackup, job: &NewJob) -> Result<(), CatalogError> {
         let now = ts::now_micros();
@@ -151,13 +162,19 @@ impl Catalog {
         exec(&mut tx, sql).await?;
         insert_metadata(&mut tx, "backup_metadata", "backup_id", &b.id, &b.metadata).await?;
         if let Some(parent) = &b.parent_id {
+            // Only onto a parent still `available`: a delete that won the race leaves
+            // it `deleting`, and this backup must not name it. The row-local condition
+            // also holds when the delete waited for this row on PostgreSQL (it then sees
+            // the new count and refuses).
             let mut sql = Sql::default();
             sql.push(
                 "UPDATE backups SET num_dependent_backups = num_dependent_backups + 1 \
-                 WHERE deleted = 0 AND id = ",
+                 WHERE deleted = 0 AND status = 'available' AND id = ",
             )
             .bind(text(parent));
-            exec(&mut tx, sql).await?;
+            if exec(&mut tx, sql).await? != 1 {
+                return Err(CatalogError::NotFound);
+            }
         }
         exec(&mut tx, job_insert(job)).await?;
         tx.commit().await?;
@@ -274,6 +291,45 @@ impl Catalog {
         exec(&mut tx, release).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    /// Starts a delete, all or nothing: a backup in one of `from` (any status when
+    /// empty) with no dependent backups (Cinder's `num_dependent_backups`, and no live
+    /// child either) becomes `deleting` and its job is queued.
+    pub async fn begin_backup_delete(
+        &self,
+        id: &str,
+        from: &[&str],
+        job: &NewJob,
+    ) -> Result<DeleteStart, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE backups SET status = 'deleting', updated_at = ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" WHERE deleted = 0 AND id = ")
+            .bind(text(id));
+        if !from.is_empty() {
+            sql.push(" AND status");
+            push_in(&mut sql, from);
+        }
+        sql.push(
+            " AND num_dependent_backups = 0 AND NOT EXISTS (SELECT 1 FROM backups c \
+             WHERE c.deleted = 0 AND c.parent_id = ",
+        )
+        .bind(text(id))
+        .push(")");
+        let mut tx = self.begin().await?;
+        if exec(&mut tx, sql).await? == 1 {
+            exec(&mut tx, job_insert(job)).await?;
+            tx.commit().await?;
+            return Ok(DeleteStart::Started);
+        }
+        drop(tx);
+        let b = self.get_backup(id, None).await?;
+        if b.num_dependent_backups > 0 || self.backup_children(id).await? > 0 {
+            Ok(DeleteStart::HasDependents)
+        } else {
+            Ok(DeleteStart::WrongStatus)
+        }
     }
 
     /// Gives a backup's source back (a snapshot `backing-up` → `available`, a volume

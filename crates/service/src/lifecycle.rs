@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use vbs_catalog::{
-    BackupRecord, Catalog, CatalogError, Dialect, JobKind, NewBackup, NewJob, RestoreRefused,
-    RestoreTarget, ts,
+    BackupRecord, Catalog, CatalogError, DeleteStart, Dialect, JobKind, NewBackup, NewJob,
+    RestoreRefused, RestoreTarget, ts,
 };
 
 use crate::schema::{self, fail};
@@ -309,7 +309,13 @@ impl BackupLifecycle {
             .await;
         if let Err(e) = created {
             self.release_source(&record).await;
-            return Err(e.into());
+            return Err(match e {
+                // The parent was deleted since it was chosen.
+                CatalogError::NotFound => {
+                    invalid_backup("No backups available to do an incremental backup.")
+                }
+                other => other.into(),
+            });
         }
         self.enqueued().await;
         self.lookup(ctx, &id).await
@@ -396,21 +402,24 @@ impl BackupLifecycle {
         self.start_delete(&b, &["available", "error"]).await
     }
 
+    /// The dependents check, the move to `deleting` and the job are one conditional
+    /// transaction: an incremental created at the same moment either counts as a
+    /// dependent (the delete is refused) or finds its parent gone (it is refused).
     async fn start_delete(&self, b: &BackupRecord, from: &[&str]) -> Result<(), Error> {
-        if self.catalog.backup_children(&b.id).await? > 0 {
-            return Err(invalid_backup("Incremental backups exist for this backup."));
+        let dependents = || invalid_backup("Incremental backups exist for this backup.");
+        if b.num_dependent_backups > 0 || self.catalog.backup_children(&b.id).await? > 0 {
+            return Err(dependents());
         }
         self.need_worker().await?;
-        if !self
-            .catalog
-            .set_backup_status(&b.id, from, "deleting", None)
-            .await?
-        {
-            return Err(invalid_backup("Backup status must be available or error"));
+        let delete = job(JobKind::Delete, &b.id, None, None);
+        match self.catalog.begin_backup_delete(&b.id, from, &delete).await {
+            Ok(DeleteStart::Started) => {}
+            Ok(DeleteStart::HasDependents) => return Err(dependents()),
+            Ok(DeleteStart::WrongStatus) | Err(CatalogError::NotFound) => {
+                return Err(invalid_backup("Backup status must be available or error"));
+            }
+            Err(e) => return Err(e.into()),
         }
-        self.catalog
-            .enqueue_job(&job(JobKind::Delete, &b.id, None, None))
-            .await?;
         self.enqueued().await;
         Ok(())
     }

@@ -632,6 +632,59 @@ async fn concurrent_backups(b: Backend) {
 }
 both!(concurrent_backups);
 
+/// An incremental requested at the same moment as the delete of its only possible
+/// parent: exactly one of them is accepted, never both (a live backup whose parent is
+/// gone), never neither for a lack of a winner; the loser gets Cinder's message.
+async fn incremental_races_parent_delete(b: Backend) {
+    let s = Server::start_with(b, &[], &[]);
+    let a = Api::new(&s, "usera", PA);
+    let v = a.volume(1, "raced").await;
+    seed(&volume_file(&s, &v), 90);
+    let mut wins = (0, 0);
+    for _ in 0..8 {
+        let (parent, _) = a.backup(json!({"volume_id": v})).await;
+        let path = format!("backups/{parent}");
+        let ((ist, ib), (dst, db)) = tokio::join!(
+            a.post(
+                "backups",
+                json!({"backup": {"volume_id": v, "incremental": true}})
+            ),
+            a.delete(&path)
+        );
+        match (ist.as_u16(), dst.as_u16()) {
+            (202, 400) => {
+                wins.0 += 1;
+                assert_eq!(
+                    db["badRequest"]["message"],
+                    "Invalid backup: Incremental backups exist for this backup.",
+                    "{db}"
+                );
+                let child = ib["backup"]["id"].as_str().unwrap().to_owned();
+                let done = a.wait_backup(&child, "available").await;
+                assert_eq!(done["is_incremental"], true, "{done}");
+                let (st, body) = a.delete(&format!("backups/{child}")).await;
+                assert_eq!(st, 202, "{body}");
+                a.wait_gone(&child).await;
+                let (st, body) = a.delete(&format!("backups/{parent}")).await;
+                assert_eq!(st, 202, "{body}");
+            }
+            (400, 202) => {
+                wins.1 += 1;
+                assert_eq!(
+                    ib["badRequest"]["message"],
+                    "Invalid backup: No backups available to do an incremental backup.",
+                    "{ib}"
+                );
+            }
+            other => panic!("incremental {ist} {ib}, delete {dst} {db}: {other:?}"),
+        }
+        a.wait_gone(&parent).await;
+        a.wait_volume(&v, "available").await;
+    }
+    eprintln!("incremental won {} times, delete {}", wins.0, wins.1);
+}
+both!(incremental_races_parent_delete);
+
 /// Polls a backup every few milliseconds until it leaves `running`; returns the last
 /// `os-vbs:progress` seen, checking each one on the way.
 async fn watch_progress(a: &Api<'_>, id: &str, running: &str) -> Option<Value> {
