@@ -497,25 +497,69 @@ impl Catalog {
         Ok(n)
     }
 
-    /// Sets one metadata key of a live volume (a restored volume's `src_backup_id`).
-    pub async fn set_volume_metadata_key(
+    /// Ends a restore, all in one transaction: the backup `restoring` → `available`
+    /// (with the failure's reason, or none), the volume `restoring-backup` → its end
+    /// status, and a restored volume other than the backup's own source remembers the
+    /// backup (`src_backup_id`, as Cinder does). Nobody sees one end without the other.
+    pub async fn finish_restore(
         &self,
+        backup_id: &str,
         volume_id: &str,
-        key: &str,
-        value: &str,
+        end: RestoreEnd<'_>,
     ) -> Result<(), CatalogError> {
+        let now = ts::now_micros();
+        let (reason, volume_status) = match end {
+            RestoreEnd::Done { .. } => (None, "available"),
+            RestoreEnd::Failed {
+                reason,
+                volume_status,
+            } => (Some(reason), volume_status),
+        };
         let mut tx = self.begin().await?;
+        if let RestoreEnd::Done {
+            record_source: true,
+        } = end
+        {
+            let mut sql = Sql::default();
+            sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
+                .bind(text(volume_id))
+                .push(" AND key = 'src_backup_id'");
+            exec(&mut tx, sql).await?;
+            let one = BTreeMap::from([("src_backup_id".to_owned(), backup_id.to_owned())]);
+            insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &one).await?;
+        }
         let mut sql = Sql::default();
-        sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
-            .bind(text(volume_id))
-            .push(" AND key = ")
-            .bind(text(key));
+        sql.push("UPDATE backups SET status = 'available', progress = NULL, fail_reason = ");
+        sql.bind_opt(reason);
+        sql.push(", updated_at = ")
+            .bind(Value::Int(now))
+            .push(" WHERE deleted = 0 AND status = 'restoring' AND id = ")
+            .bind(text(backup_id));
         exec(&mut tx, sql).await?;
-        let one = BTreeMap::from([(key.to_owned(), value.to_owned())]);
-        insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &one).await?;
+        let mut sql = Sql::default();
+        sql.push("UPDATE volumes SET previous_status = NULL, status = ")
+            .bind(text(volume_status))
+            .push(", updated_at = ")
+            .bind(Value::Int(now))
+            .push(" WHERE deleted = 0 AND status = 'restoring-backup' AND id = ")
+            .bind(text(volume_id));
+        exec(&mut tx, sql).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// How a restore ended ([`Catalog::finish_restore`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreEnd<'a> {
+    /// Every block written and verified.
+    Done { record_source: bool },
+    /// Failed; the volume ends `volume_status` (`error` for a volume made for the
+    /// restore, else `error_restoring`).
+    Failed {
+        reason: &'a str,
+        volume_status: &'a str,
+    },
 }
 
 /// The statement of [`Catalog::release_backup_source`].

@@ -26,7 +26,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-pub use backup_write::{DeleteStart, NewBackup, RestoreRefused, RestoreTarget};
+pub use backup_write::{DeleteStart, NewBackup, RestoreEnd, RestoreRefused, RestoreTarget};
 pub use backups::{
     BackupQuery, BackupRecord, BackupSummary, Column, ColumnKind, Filter, ListPage, SortDir,
     SortKey,

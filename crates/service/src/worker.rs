@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, LockMode, Previous};
+use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, LockMode, RestoreEnd};
 use vbs_engine::{BackupOptions, Engine, EngineError, Progress, RestoreOptions};
 
 use crate::BackupLifecycle;
@@ -508,21 +508,13 @@ impl BackupWorker {
             // Another node restores it now (or will): leave the statuses to it.
             return Ok(());
         }
-        let _ = c.set_backup_progress(&b.id, None).await;
-        match result {
-            Ok(_) => {
-                if b.volume_id != vid {
-                    c.set_volume_metadata_key(&vid, "src_backup_id", &b.id)
-                        .await?;
-                }
-                c.set_backup_status(&b.id, &["restoring"], "available", Some(None))
-                    .await?;
-                let _ = volumes.end_restore(&vid, true).await;
-            }
+        let reason;
+        let end = match result {
+            Ok(_) => RestoreEnd::Done {
+                record_source: b.volume_id != vid,
+            },
             Err(e) => {
-                let reason = format!("Restore to volume {vid} failed: {e}");
-                c.set_backup_status(&b.id, &["restoring"], "available", Some(Some(&reason)))
-                    .await?;
+                reason = format!("Restore to volume {vid} failed: {e}");
                 // Cinder: `error` for a volume created for the restore, else
                 // `error_restoring`.
                 let new_volume = job
@@ -531,15 +523,17 @@ impl BackupWorker {
                     .and_then(|o| serde_json::from_str::<Value>(o).ok())
                     .and_then(|o| o.get("new_volume").and_then(Value::as_bool))
                     == Some(true);
-                if new_volume {
-                    let _ = c
-                        .set_volume_status(&vid, &["restoring-backup"], "error", Previous::Clear)
-                        .await;
-                } else {
-                    let _ = volumes.end_restore(&vid, false).await;
+                RestoreEnd::Failed {
+                    reason: &reason,
+                    volume_status: if new_volume {
+                        "error"
+                    } else {
+                        "error_restoring"
+                    },
                 }
             }
-        }
+        };
+        c.finish_restore(&b.id, &vid, end).await?;
         Ok(())
     }
 

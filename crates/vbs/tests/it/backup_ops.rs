@@ -139,15 +139,19 @@ impl<'a> Api<'a> {
         panic!("backup {id} was never deleted");
     }
 
-    /// Restores to a new volume and waits for both ends; returns the volume id.
+    /// Restores to a new volume and waits for it; returns the volume id. Both ends of a
+    /// restore finish in one transaction: once the volume is `available`, the backup is
+    /// too, and the volume names its source backup.
     async fn restore_new(&self, id: &str) -> String {
         let (st, b) = self
             .post(&format!("backups/{id}/restore"), json!({"restore": {}}))
             .await;
         assert_eq!(st, 202, "{b}");
         let vol = b["restore"]["volume_id"].as_str().unwrap().to_owned();
-        self.wait_volume(&vol, "available").await;
-        self.wait_backup(id, "available").await;
+        let v = self.wait_volume(&vol, "available").await;
+        assert_eq!(v["metadata"]["src_backup_id"], id, "{v}");
+        let b = self.show(id).await;
+        assert_eq!(b["status"], "available", "{b}");
         vol
     }
 }
