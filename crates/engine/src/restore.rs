@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, bounded};
 use rustix::fs::FallocateFlags;
 use rustix::io::Errno;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::format::{BLOCK, FRAME_ZSTD, FrameRef, Manifest, pack_key};
@@ -69,7 +69,12 @@ struct Fetched {
     base: u64,
     bytes: Bytes,
     frames: Vec<FrameWork>,
+    /// Its share of [`FETCH_BUDGET_MIB`], given back once decoded.
+    _budget: OwnedSemaphorePermit,
 }
+
+/// MiB of pack data fetched and not yet decoded, at most.
+const FETCH_BUDGET_MIB: usize = 64;
 
 /// Where verified blocks go.
 enum Sink<'a> {
@@ -155,20 +160,40 @@ impl Engine {
         let fetcher = {
             let store = self.store.clone();
             let depth = self.options.io_depth;
+            // Fetched bytes, in flight or waiting to be decoded, stay within a budget
+            // whatever the size of the ranges: the permits travel with the bytes.
+            let budget = Arc::new(Semaphore::new(FETCH_BUDGET_MIB));
             tokio::spawn(async move {
                 let mut set: JoinSet<Result<Fetched, EngineError>> = JoinSet::new();
                 for (pack, base, end, frames) in plan {
-                    while set.len() >= depth {
-                        let Some(r) = set.join_next().await else {
-                            break;
-                        };
-                        let r = r
-                            .map_err(|e| EngineError::Invalid(format!("fetch: {e}")))
-                            .and_then(|r| r);
-                        if tx.send(r).await.is_err() {
+                    let mib = u32::try_from((end - base).div_ceil(1 << 20))
+                        .unwrap_or(u32::MAX)
+                        .clamp(1, FETCH_BUDGET_MIB as u32);
+                    let permit = loop {
+                        // Completed fetches go on to the decoders while we wait: they
+                        // hold the budget this fetch needs.
+                        let full = set.len() >= depth;
+                        tokio::select! {
+                            p = budget.clone().acquire_many_owned(mib), if !full => {
+                                break p.map_err(|e| EngineError::Invalid(e.to_string()));
+                            }
+                            Some(r) = set.join_next() => {
+                                let r = r
+                                    .map_err(|e| EngineError::Invalid(format!("fetch: {e}")))
+                                    .and_then(|r| r);
+                                if tx.send(r).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let permit = match permit {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
                             return;
                         }
-                    }
+                    };
                     let store = store.clone();
                     set.spawn(async move {
                         let bytes = store.get_range(&pack_key(&pack), base..end).await?;
@@ -177,6 +202,7 @@ impl Engine {
                             base,
                             bytes,
                             frames,
+                            _budget: permit,
                         })
                     });
                 }
@@ -286,9 +312,11 @@ fn decode_all(
 
 /// Frames grouped by pack and coalesced into ranges: (pack, start, end, frames).
 fn plan(m: &Manifest) -> Vec<(String, u64, u64, Vec<FrameWork>)> {
-    // Read up to ~4 MiB at a time; skip gaps over 256 KiB with a new request.
+    // Read a whole pack (they are ~4-6 MiB) in one request where the frames allow:
+    // every request costs an object store far more than its bytes. Skip gaps over
+    // 256 KiB with a new request.
     const GAP: u64 = 256 << 10;
-    const MAX: u64 = 4 << 20;
+    const MAX: u64 = 8 << 20;
     let mut per_frame: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
     for r in &m.runs {
         let list = per_frame.entry(r.frame).or_default();
