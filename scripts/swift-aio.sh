@@ -5,7 +5,8 @@
 #
 # One storage device (a directory, or a loop-mounted XFS image when the directory has
 # no user xattrs), rings with 1 replica, tempauth, and the s3api middleware, so the same
-# cluster speaks the Swift API and S3 (path style, SigV4).
+# cluster speaks the Swift API and S3 (SigV4; path style, and virtual-hosted style under
+# s3.vbs.test).
 #
 #   scripts/swift-aio.sh install   apt-get the Debian packages that are missing (root)
 #   scripts/swift-aio.sh start     idempotent: writes what is missing, starts what is not
@@ -17,7 +18,8 @@
 #   scripts/swift-aio.sh env       export lines for swift/python-swiftclient and S3 clients
 #   scripts/swift-aio.sh wipe      stop, then delete the whole state directory
 #
-# No systemd, no swift-init, nothing under /etc is written: every config, ring, object,
+# No systemd, no swift-init, nothing under /etc is written but one /etc/hosts line (as
+# root, for the virtual-hosted test bucket, see virtual_host_name): every config, ring, object,
 # PID file and log lives under $SWIFT_AIO_DIR. The servers import Debian's python3-swift;
 # a small launcher points Swift at $SWIFT_AIO_DIR/etc/swift.conf (Swift 2.30 hard-codes
 # /etc/swift/swift.conf for the hash prefix/suffix and the storage policies).
@@ -55,6 +57,8 @@ STORAGE=${SWIFT_AIO_STORAGE:-auto}
 LOOP_SIZE=${SWIFT_AIO_LOOP_SIZE:-8G}
 START_TIMEOUT=${SWIFT_AIO_START_TIMEOUT:-60}
 IP=127.0.0.1
+S3_DOMAIN=s3.vbs.test        # the tests name it too (crates/repository/tests/conformance.rs)
+S3_VIRTUAL_BUCKET=vbs-virtual
 PY=/usr/bin/python3            # Debian's python: the one that has python3-swift (not pyenv's)
 DEV=d1
 PACKAGES="swift swift-proxy swift-object swift-container swift-account python3-swiftclient memcached xfsprogs curl"
@@ -415,6 +419,9 @@ user_test2_tester2 = testing2 .admin
 [filter:s3api]
 use = egg:swift#s3api
 location = us-east-1
+# Virtual-hosted style: BUCKET.$S3_DOMAIN names the bucket (the tests resolve
+# $S3_VIRTUAL_BUCKET.$S3_DOMAIN through /etc/hosts); other hosts keep path style.
+storage_domain = $S3_DOMAIN
 # S3's own limit is 10000 parts; slo's max_manifest_segments must be at least as large
 max_upload_part_num = 10000
 
@@ -530,6 +537,18 @@ wait_ready() {
 }
 
 # ---------------------------------------------------------------- commands
+# The host name of the bucket the tests use in S3's virtual-hosted style: no resolver
+# here knows wildcard names, so /etc/hosts gets one line for it (root only).
+virtual_host_name() {
+  local name="$S3_VIRTUAL_BUCKET.$S3_DOMAIN"
+  getent hosts "$name" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ]; then
+    printf '%s %s\n' "$IP" "$name" >> /etc/hosts
+  else
+    log "WARNING: $name does not resolve; as root: echo '$IP $name' >> /etc/hosts"
+  fi
+}
+
 cmd_start() {
   local t0; t0=$(date +%s%N)
   local auto_install=0; [ "$(id -u)" = 0 ] && auto_install=1
@@ -542,6 +561,7 @@ cmd_start() {
   write_configs
   setup_storage
   build_rings
+  virtual_host_name
   local s port
   # refuse before starting anything if a port we need is held by a foreign process
   for s in $SERVICES; do
@@ -554,7 +574,7 @@ cmd_start() {
   for s in $SERVICES; do start_service "$s"; done
   wait_ready
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  log "ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s: swift http://$IP:$PROXY_PORT/auth/v1.0 (test:tester/testing), s3 http://$IP:$PROXY_PORT (test:tester/testing, us-east-1, path style)"
+  log "ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s: swift http://$IP:$PROXY_PORT/auth/v1.0 (test:tester/testing), s3 http://$IP:$PROXY_PORT (test:tester/testing, us-east-1, path style; virtual-hosted under $S3_DOMAIN)"
 }
 
 cmd_stop() {

@@ -189,6 +189,31 @@ async fn s3_store_conforms() {
         .await;
 }
 
+/// S3's virtual-hosted style: the bucket travels in the host name
+/// (`vbs-virtual.s3.vbs.test`, which `scripts/swift-aio.sh start` puts in /etc/hosts,
+/// and Swift's s3api reads as the bucket under its `storage_domain`).
+#[tokio::test]
+async fn s3_virtual_host_style_conforms() {
+    let swift = RawSwift::connect().await;
+    let bucket = "vbs-virtual";
+    swift.create_container(bucket).await;
+    let port = swift
+        .addr
+        .rsplit_once(':')
+        .map_or("8080", |(_, p)| p)
+        .to_owned();
+    let url = format!(
+        "s3://{bucket}/repo?endpoint=http://s3.vbs.test:{port}&region=us-east-1&style=virtual"
+    );
+    swift
+        .cleanup_after(bucket, async move {
+            let store = Store::open(&url, &s3_creds()).await.unwrap();
+            assert_eq!(store.location(), url);
+            conformance(&store).await;
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn swift_token_is_refreshed_when_refused_or_expiring() {
     let swift = RawSwift::connect().await;
