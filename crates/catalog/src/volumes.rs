@@ -395,26 +395,6 @@ impl Catalog {
         Ok(self.execute(sql).await? == 1)
     }
 
-    /// Returns a volume in `from` to its `previous_status` (`fallback` if none) and
-    /// clears it. Returns whether it moved.
-    pub async fn restore_volume_status(
-        &self,
-        id: &str,
-        from: &str,
-        fallback: &str,
-    ) -> Result<bool, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("UPDATE volumes SET status = COALESCE(previous_status, ")
-            .bind(text(fallback))
-            .push("), previous_status = NULL, updated_at = ")
-            .bind(Value::Int(ts::now_micros()))
-            .push(" WHERE deleted = 0 AND id = ")
-            .bind(text(id))
-            .push(" AND status = ")
-            .bind(text(from));
-        Ok(self.execute(sql).await? == 1)
-    }
-
     /// Sets the size of a volume in `from` and returns it to its `previous_status`
     /// (`available` if none), clearing that. Returns whether it changed.
     pub async fn finish_volume_resize(

@@ -126,8 +126,9 @@ impl BackupLifecycle {
     /// Backups in a transitional status whose job is gone (only backups this service
     /// runs: `service` is ours) are failed (`creating`), given back (`restoring`) or
     /// deleted again (`deleting`); busy volumes and snapshots without work are
-    /// released; volume copies, deletes and extends whose process died are failed. With `grace`, only rows unchanged for that long are touched (the
-    /// scheduler's periodic sweep, while requests are in flight).
+    /// released; volume copies, deletes and extends whose process died are failed.
+    /// With `grace`, only rows unchanged for that long are touched (the scheduler's
+    /// periodic sweep, while requests are in flight).
     pub async fn sweep(&self, grace: Option<std::time::Duration>) -> Result<u64, Error> {
         let c = &self.catalog;
         let now = ts::now_micros();
@@ -407,7 +408,8 @@ impl BackupLifecycle {
     /// dependent (the delete is refused) or finds its parent gone (it is refused).
     async fn start_delete(&self, b: &BackupRecord, from: &[&str]) -> Result<(), Error> {
         let dependents = || invalid_backup("Incremental backups exist for this backup.");
-        if b.num_dependent_backups > 0 || self.catalog.backup_children(&b.id).await? > 0 {
+        // Cinder's check, before the worker check; the transaction checks it again.
+        if b.num_dependent_backups > 0 {
             return Err(dependents());
         }
         self.need_worker().await?;
