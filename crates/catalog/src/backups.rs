@@ -248,6 +248,25 @@ fn fold(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// The trigram index query for the names holding `trigram`, in `project`'s tag when
+/// given (migration 0005: the tag narrows; the rows' `project_id` still decides).
+fn name_match(trigram: &str, project: Option<&str>) -> String {
+    let phrase = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut m = format!("{{display_name}} : {}", phrase(trigram));
+    if let Some(p) = project {
+        m.push_str(" AND {name_scope} : ");
+        m.push_str(&phrase(&name_scope(p)));
+    }
+    m
+}
+
+/// `backups.name_scope` as SQLite computes it: `substr('~~~' || project_id, -3, 3)`,
+/// the last three characters.
+fn name_scope(project: &str) -> String {
+    let padded: Vec<char> = "~~~".chars().chain(project.chars()).collect();
+    padded[padded.len() - 3..].iter().collect()
+}
+
 /// How `name~` finds its rows on SQLite.
 enum NamePlan {
     /// A trigram of the needle is in no name.
@@ -523,14 +542,18 @@ impl Catalog {
                 {
                     count_by_table = false;
                     heavy = true;
-                    match self.push_name_contains(&mut sql, q, needle).await? {
+                    let dir = creation_order(&q.sort);
+                    let streaming = dir.is_some() && self.rowids_in_creation_order().await?;
+                    match self
+                        .push_name_contains(&mut sql, q, needle, streaming)
+                        .await?
+                    {
                         NamePlan::NoMatch => never = true,
                         NamePlan::Scan => {}
                         NamePlan::Candidates(term) => {
-                            let phrase = Value::Text(format!("\"{}\"", term.replace('"', "\"\"")));
-                            let dir = creation_order(&q.sort);
+                            let phrase = Value::Text(name_match(&term, q.project_id.as_deref()));
                             if let Some(dir) = dir
-                                && self.rowids_in_creation_order().await?
+                                && streaming
                             {
                                 // Rowid order is list order: stream the trigram's rows in
                                 // that order and stop at the page's end.
@@ -578,42 +601,68 @@ impl Catalog {
     /// rows than it pays to fetch one by one (a bounded count, never a full posting
     /// list): if one has, its rows are the candidates; if none has, matches are dense
     /// enough that walking the ordered index finds a page of them sooner.
+    ///
+    /// `streaming`: the candidates will be read in list order and the read stops at the
+    /// page's end, so they are always the better plan; the probes only pick the trigram
+    /// and need not count far.
     async fn push_name_contains(
         &self,
         sql: &mut Sql,
         q: &BackupQuery,
         needle: &str,
+        streaming: bool,
     ) -> Result<NamePlan, CatalogError> {
         let folded = fold(needle);
         let mut trigrams: Vec<&str> = (0..=folded.len() - 3).map(|i| &folded[i..i + 3]).collect();
         trigrams.sort_unstable();
         trigrams.dedup();
-        let in_scope = self.rows_in_scope(q.project_id.as_deref()).await? as f64;
         // Candidates are read by rowid (in rowid order) and sorted; walking the ordered
         // index instead pays off only when matches are dense everywhere, since they may
         // all sit at the far end of the order (names that grow with time do exactly
         // that). So: candidates unless the rarest trigram is in a quarter of the rows,
         // or in more than PROBE_MAX.
         const PROBE_MAX: f64 = 40_000.0;
-        let cap = (in_scope / 4.0).clamp(1.0, PROBE_MAX) as i64;
-        // Trigrams with digits and punctuation, the usual rare ones, are counted first;
-        // after the first, a trigram is counted only far enough to show it is much rarer.
+        const STREAM_PROBE: i64 = 256;
+        let cap = if streaming {
+            STREAM_PROBE
+        } else {
+            let in_scope = self.rows_in_scope(q.project_id.as_deref()).await? as f64;
+            (in_scope / 4.0).clamp(1.0, PROBE_MAX) as i64
+        };
+        // Trigrams with digits and punctuation, the usual rare ones, come first (they win
+        // ties); after the first, a trigram is counted only far enough to show it is much
+        // rarer. All counts are one statement: one trip to the database, not one a trigram.
         trigrams.sort_by_key(|t| t.bytes().filter(u8::is_ascii_alphabetic).count());
         const MUCH_RARER: i64 = 4_000;
-        let mut rarest: Option<(&str, i64)> = None;
-        for t in &trigrams {
-            let limit = rarest.map_or(cap, |(_, n)| n.min(MUCH_RARER));
-            let mut probe = Sql::default();
+        let limits: Vec<i64> = (0..trigrams.len())
+            .map(|i| if i == 0 { cap } else { cap.min(MUCH_RARER) })
+            .collect();
+        let mut probe = Sql::default();
+        probe.push("SELECT ");
+        for (i, (t, limit)) in trigrams.iter().zip(&limits).enumerate() {
+            if i > 0 {
+                probe.push(", ");
+            }
             probe
-                .push("SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
-                .bind(Value::Text(format!("\"{}\"", t.replace('"', "\"\""))))
-                .push(&format!(" LIMIT {limit})"));
-            let n = self.fetch_first(probe, first_int).await?.unwrap_or(0);
+                .push("(SELECT COUNT(*) FROM (SELECT 1 FROM backups_name_fts WHERE backups_name_fts MATCH ")
+                .bind(Value::Text(name_match(t, None)))
+                .push(&format!(" LIMIT {limit}))"));
+        }
+        let counts = self
+            .fetch_first(probe, all_values)
+            .await?
+            .unwrap_or_default();
+        let mut rarest: Option<(&str, i64)> = None;
+        for ((t, limit), n) in trigrams.iter().zip(&limits).zip(&counts) {
+            let n = match n {
+                Value::Int(n) => *n,
+                Value::Text(_) => 0,
+            };
             if n == 0 {
                 return Ok(NamePlan::NoMatch);
             }
             // A count that reached its limit is not known to be smaller.
-            if rarest.is_none_or(|(_, m)| n < m && n < limit) {
+            if rarest.is_none_or(|(_, m)| n < m && n < *limit) {
                 rarest = Some((t, n));
             }
         }
@@ -621,7 +670,7 @@ impl Catalog {
         if candidates == 0 {
             return Ok(NamePlan::NoMatch);
         }
-        let plan = if candidates < cap {
+        let plan = if streaming || candidates < cap {
             NamePlan::Candidates(term.to_owned())
         } else {
             NamePlan::Scan

@@ -7,6 +7,7 @@
 //! transaction: building an index once from sorted data is many times cheaper than
 //! updating it a million times.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::BufRead;
 
@@ -52,57 +53,64 @@ pub struct ImportStats {
     pub bulk: bool,
 }
 
-/// One line of the input: every column of Cinder's `backups` table.
+/// One line of the input: every column of Cinder's `backups` table. Text borrows from
+/// the line where it can (no escapes): a million lines would otherwise make twenty
+/// million small strings, allocated here and freed on the loader's thread.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Line {
-    id: String,
-    volume_id: String,
-    project_id: String,
-    status: String,
-    created_at: String,
-    #[serde(default)]
-    user_id: Option<String>,
-    #[serde(default)]
-    snapshot_id: Option<String>,
-    #[serde(default)]
-    parent_id: Option<String>,
-    #[serde(default)]
-    restore_volume_id: Option<String>,
-    #[serde(default)]
-    temp_volume_id: Option<String>,
-    #[serde(default)]
-    temp_snapshot_id: Option<String>,
-    #[serde(default)]
-    encryption_key_id: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    display_description: Option<String>,
-    #[serde(default)]
-    fail_reason: Option<String>,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    availability_zone: Option<String>,
-    #[serde(default)]
-    container: Option<String>,
-    #[serde(default)]
-    service: Option<String>,
-    #[serde(default)]
-    service_metadata: Option<String>,
+struct Line<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    volume_id: Cow<'a, str>,
+    #[serde(borrow)]
+    project_id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(default, borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    snapshot_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    parent_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    restore_volume_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    temp_volume_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    temp_snapshot_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    encryption_key_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    display_name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    display_description: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    fail_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    host: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    availability_zone: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    container: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    service: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    service_metadata: Option<Cow<'a, str>>,
     #[serde(default)]
     size: Option<i64>,
     #[serde(default)]
     object_count: Option<i64>,
     #[serde(default)]
     num_dependent_backups: Option<i64>,
-    #[serde(default)]
-    updated_at: Option<String>,
-    #[serde(default)]
-    deleted_at: Option<String>,
-    #[serde(default)]
-    data_timestamp: Option<String>,
+    #[serde(default, borrow)]
+    updated_at: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    deleted_at: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data_timestamp: Option<Cow<'a, str>>,
     #[serde(default)]
     deleted: Option<serde_json::Value>,
 }
@@ -124,19 +132,63 @@ pub(crate) const INSERT_COLUMNS: &str = "id, volume_id, project_id, status, crea
     num_dependent_backups, updated_at, deleted_at, data_timestamp, deleted";
 pub(crate) const NCOLS: usize = 27;
 
-/// A validated row, ready to bind in the order of `INSERT_COLUMNS`.
+/// A validated row, ready to bind in the order of `INSERT_COLUMNS`: its text in one
+/// buffer (one allocation a row).
 pub(crate) struct Row27 {
     pub(crate) line: u64,
-    /// id, volume_id, project_id, status.
-    pub(crate) key: [String; 4],
+    buf: String,
+    /// Byte ranges in `buf`: id, volume_id, project_id, status, then user_id …
+    /// service_metadata; `NONE` for an absent value.
+    spans: [(u32, u32); 19],
     pub(crate) created_at: i64,
-    /// user_id … service_metadata.
-    pub(crate) text: [Option<String>; 15],
     /// size, object_count, num_dependent_backups.
     pub(crate) counts: [i64; 3],
     /// updated_at, deleted_at, data_timestamp.
     pub(crate) times: [Option<i64>; 3],
     pub(crate) deleted: i64,
+}
+
+const NONE: (u32, u32) = (u32::MAX, u32::MAX);
+
+impl Row27 {
+    fn new(line: u64, key: [&str; 4], text: [Option<&str>; 15]) -> Self {
+        let len = key.iter().map(|k| k.len()).sum::<usize>()
+            + text.iter().flatten().map(|t| t.len()).sum::<usize>();
+        let mut buf = String::with_capacity(len);
+        let mut spans = [NONE; 19];
+        let values = key.into_iter().map(Some).chain(text);
+        for (span, v) in spans.iter_mut().zip(values) {
+            if let Some(v) = v {
+                let start = buf.len() as u32;
+                buf.push_str(v);
+                *span = (start, buf.len() as u32);
+            }
+        }
+        Self {
+            line,
+            buf,
+            spans,
+            created_at: 0,
+            counts: [0; 3],
+            times: [None; 3],
+            deleted: 0,
+        }
+    }
+
+    fn span(&self, i: usize) -> Option<&str> {
+        let (a, b) = self.spans[i];
+        (a != u32::MAX).then(|| &self.buf[a as usize..b as usize])
+    }
+
+    /// id (0), volume_id (1), project_id (2) or status (3).
+    pub(crate) fn key(&self, i: usize) -> &str {
+        self.span(i).unwrap_or_default()
+    }
+
+    /// The 15 optional text columns, user_id … service_metadata, in order.
+    pub(crate) fn texts(&self) -> impl Iterator<Item = Option<&str>> {
+        (4..19).map(|i| self.span(i))
+    }
 }
 
 pub(crate) fn bad(line: u64, reason: impl Into<String>) -> ImportError {
@@ -146,9 +198,13 @@ pub(crate) fn bad(line: u64, reason: impl Into<String>) -> ImportError {
     }
 }
 
-fn uuid_field(line: u64, field: &str, v: Option<String>) -> Result<Option<String>, ImportError> {
-    match v {
-        Some(s) if uuid::Uuid::parse_str(&s).is_err() => {
+fn uuid_field<'a>(
+    line: u64,
+    field: &str,
+    v: &'a Option<Cow<'a, str>>,
+) -> Result<Option<&'a str>, ImportError> {
+    match v.as_deref() {
+        Some(s) if uuid::Uuid::parse_str(s).is_err() => {
             Err(bad(line, format!("{field} {s:?} is not a UUID")))
         }
         other => Ok(other),
@@ -185,13 +241,13 @@ fn validate(line: u64, raw: &str) -> Result<Row27, ImportError> {
     if r.project_id.trim().is_empty() {
         return Err(bad(line, "project_id is empty"));
     }
-    if !STATUSES.contains(&r.status.as_str()) {
+    if !STATUSES.contains(&&*r.status) {
         return Err(bad(
             line,
             format!("status {:?} is not a backup status", r.status),
         ));
     }
-    let created_at = ts_field(line, "created_at", Some(&r.created_at))?;
+    let created_at = ts_field(line, "created_at", Some(&r.created_at))?.unwrap_or_default();
     let deleted = match &r.deleted {
         None | Some(serde_json::Value::Null) => 0,
         Some(serde_json::Value::Bool(b)) => i64::from(*b),
@@ -200,44 +256,41 @@ fn validate(line: u64, raw: &str) -> Result<Row27, ImportError> {
         }
         Some(other) => return Err(bad(line, format!("deleted must be 0 or 1, not {other}"))),
     };
-    let created_at = created_at.unwrap_or_default();
-    Ok(Row27 {
+    let mut row = Row27::new(
         line,
-        key: [r.id, r.volume_id, r.project_id, r.status],
-        created_at,
-        text: [
-            r.user_id,
-            uuid_field(line, "snapshot_id", r.snapshot_id)?,
-            uuid_field(line, "parent_id", r.parent_id)?,
-            uuid_field(line, "restore_volume_id", r.restore_volume_id)?,
-            uuid_field(line, "temp_volume_id", r.temp_volume_id)?,
-            uuid_field(line, "temp_snapshot_id", r.temp_snapshot_id)?,
-            r.encryption_key_id,
-            r.display_name,
-            r.display_description,
-            r.fail_reason,
-            r.host,
-            r.availability_zone,
-            r.container,
-            r.service,
-            r.service_metadata,
+        [&r.id, &r.volume_id, &r.project_id, &r.status],
+        [
+            r.user_id.as_deref(),
+            uuid_field(line, "snapshot_id", &r.snapshot_id)?,
+            uuid_field(line, "parent_id", &r.parent_id)?,
+            uuid_field(line, "restore_volume_id", &r.restore_volume_id)?,
+            uuid_field(line, "temp_volume_id", &r.temp_volume_id)?,
+            uuid_field(line, "temp_snapshot_id", &r.temp_snapshot_id)?,
+            r.encryption_key_id.as_deref(),
+            r.display_name.as_deref(),
+            r.display_description.as_deref(),
+            r.fail_reason.as_deref(),
+            r.host.as_deref(),
+            r.availability_zone.as_deref(),
+            r.container.as_deref(),
+            r.service.as_deref(),
+            r.service_metadata.as_deref(),
         ],
-        counts: [
-            count_field(line, "size", r.size)?,
-            count_field(line, "object_count", r.object_count)?,
-            count_field(line, "num_dependent_backups", r.num_dependent_backups)?,
-        ],
-        times: [
-            ts_field(line, "updated_at", r.updated_at.as_deref())?,
-            ts_field(line, "deleted_at", r.deleted_at.as_deref())?,
-            // Cinder: the data's point in time defaults to the backup's creation.
-            Some(
-                ts_field(line, "data_timestamp", r.data_timestamp.as_deref())?
-                    .unwrap_or(created_at),
-            ),
-        ],
-        deleted,
-    })
+    );
+    row.created_at = created_at;
+    row.counts = [
+        count_field(line, "size", r.size)?,
+        count_field(line, "object_count", r.object_count)?,
+        count_field(line, "num_dependent_backups", r.num_dependent_backups)?,
+    ];
+    row.times = [
+        ts_field(line, "updated_at", r.updated_at.as_deref())?,
+        ts_field(line, "deleted_at", r.deleted_at.as_deref())?,
+        // Cinder: the data's point in time defaults to the backup's creation.
+        Some(ts_field(line, "data_timestamp", r.data_timestamp.as_deref())?.unwrap_or(created_at)),
+    ];
+    row.deleted = deleted;
+    Ok(row)
 }
 
 /// A multi-row INSERT with numbered placeholders (PostgreSQL).
@@ -290,10 +343,10 @@ fn parse_batches(
             Err(e) => Err(ImportError::Io(e)),
             Ok(line) if line.trim().is_empty() => continue,
             Ok(line) => validate(line_no, &line).and_then(|row| {
-                if seen.insert(row.key[0].clone()) {
+                if seen.insert(row.key(0).to_owned()) {
                     Ok(row)
                 } else {
-                    let id = &row.key[0];
+                    let id = row.key(0);
                     Err(bad(
                         line_no,
                         format!("backup {id} appears twice in the input"),
@@ -399,12 +452,12 @@ impl Catalog {
     ) -> Result<(), ImportError> {
         let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
         for row in batch.iter() {
-            for t in &row.key {
-                q = q.bind(t.clone());
+            for i in 0..4 {
+                q = q.bind(row.key(i).to_owned());
             }
             q = q.bind(row.created_at);
-            for t in &row.text {
-                q = q.bind(t.clone());
+            for t in row.texts() {
+                q = q.bind(t.map(str::to_owned));
             }
             for v in row.counts {
                 q = q.bind(v);
@@ -420,7 +473,7 @@ impl Catalog {
                 && db.is_unique_violation()
             {
                 if let Some(row) = self.first_existing(batch).await {
-                    let id = &row.key[0];
+                    let id = row.key(0);
                     return Err(bad(
                         row.line,
                         format!("backup {id} already exists in the catalog"),
@@ -441,14 +494,14 @@ impl Catalog {
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for row in batch {
-            q = q.bind(row.key[0].clone());
+            q = q.bind(row.key(0).to_owned());
         }
         let rows = q.fetch_all(self.pool()).await.ok()?;
         let existing: HashSet<String> = rows
             .iter()
             .filter_map(|r| r.try_get::<String, _>(0).ok())
             .collect();
-        batch.iter().find(|r| existing.contains(&r.key[0]))
+        batch.iter().find(|r| existing.contains(r.key(0)))
     }
 
     /// Drops the backups table's secondary indexes and disables its counting trigger,

@@ -29,6 +29,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "cluster",
         include_str!("../migrations/sqlite/0004_cluster.sql"),
     ),
+    (
+        5,
+        "name scope",
+        include_str!("../migrations/sqlite/0005_name_scope.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (

@@ -258,3 +258,45 @@ async fn volumes_list_for_clients(b: Backend) {
     assert_eq!((st.as_u16(), body), (200, json!({"volumes": []})));
 }
 both!(volumes_list_for_clients);
+
+/// A bulk import whose file holds a backup the catalog already has, deep inside: on
+/// SQLite the unique index is rebuilt after the load, and the error still names the line;
+/// nothing goes in.
+async fn bulk_import_names_an_existing_backup(b: Backend) {
+    let s = Server::start(b);
+    let p = "eeeeeeee000000000000000000000005";
+    let mut rows = Vec::new();
+    let first = dataset()[0].clone();
+    for i in 0..10_500 {
+        let mut r = first.clone();
+        r["id"] = json!(backup_id(10, i));
+        r["project_id"] = json!(p);
+        rows.push(r);
+    }
+    // Line 7,001 repeats a backup of project B that the catalog holds.
+    rows[7_000] = dataset()
+        .into_iter()
+        .find(|r| r["project_id"] == PB)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("vbs-imp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("in.jsonl");
+    write_lines(&file, &rows, &[]);
+    let out = import(&dir, &s.catalog, &file);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 7001:") && err.contains("already exists"),
+        "{err}"
+    );
+    let (_, _, body) = s
+        .get(
+            &format!("/v3/{p}/backups?with_count=true&limit=0"),
+            Some(&token("u", p)),
+            Some("3.45"),
+        )
+        .await;
+    assert_eq!(body["count"], 0, "{body}");
+}
+both!(bulk_import_names_an_existing_backup);

@@ -664,3 +664,57 @@ async fn fuzzy_order_with_rows_out_of_order(b: Backend) {
     assert_eq!(page_ids(&body), want[1..3]);
 }
 both!(fuzzy_order_with_rows_out_of_order);
+
+/// `name~` inside a project when other projects hold the same names, some of them with
+/// the same trigram-index tag (SQLite tags a project by its id's last three characters)
+/// and one with an id shorter than a tag.
+async fn fuzzy_names_in_projects_sharing_a_tag(b: Backend) {
+    const PX: &str = "11111111111111111111111111111abc";
+    const PY: &str = "2222222222222222222222222222-abc";
+    const PQ: &str = "f";
+    let projects = [PX, PY, PQ];
+    let mut rows = Vec::new();
+    for i in 0..60 {
+        let p = i % 3;
+        let name = if i % 4 == 3 {
+            None
+        } else {
+            Some(format!("shared-{}", i / 3))
+        };
+        rows.push(row(projects[p], p + 4, i, i, name));
+    }
+    let s = Server::start_with(b, &rows, &[]);
+    for (p, project) in projects.iter().enumerate() {
+        let mut want: Vec<String> = rows
+            .iter()
+            .filter(|r| r["project_id"] == *project)
+            .filter(|r| {
+                r["display_name"]
+                    .as_str()
+                    .is_some_and(|n| n.to_lowercase().contains("red-1"))
+            })
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        want.reverse();
+        assert!(!want.is_empty(), "project {p}");
+        let (st, _, body) = s
+            .get(
+                &format!("/v3/{project}/backups?name~=RED-1"),
+                Some(&token("user", project)),
+                Some("3.45"),
+            )
+            .await;
+        assert_eq!(st.as_u16(), 200, "{body}");
+        assert_eq!(page_ids(&body), want, "project {project}");
+        let (_, _, body) = s
+            .get(
+                &format!("/v3/{project}/backups?name~=red-1&limit=2&with_count=true"),
+                Some(&token("user", project)),
+                Some("3.45"),
+            )
+            .await;
+        assert_eq!(page_ids(&body), want[..2], "project {project}");
+        assert_eq!(body["count"], want.len(), "project {project}");
+    }
+}
+both!(fuzzy_names_in_projects_sharing_a_tag);

@@ -51,7 +51,7 @@ fn stamp(minutes: usize) -> String {
 }
 
 /// One Cinder row as `import-backups` reads it.
-fn row(project: &str, p: usize, i: usize, minute: usize, name: Option<String>) -> Value {
+pub fn row(project: &str, p: usize, i: usize, minute: usize, name: Option<String>) -> Value {
     json!({
         "id": backup_id(p, i),
         "project_id": project,
