@@ -61,20 +61,32 @@ impl Base {
         }
     }
 
-    /// The `self` and `bookmark` links of one resource.
+    /// The `self` and `bookmark` links of one resource. Built by appending (a list page
+    /// makes two thousand of them; `format!` showed in its profile).
     pub fn resource_links(&self, collection: &str, id: &str) -> [Link; 2] {
-        let project = self.project_part();
+        let project = self.url_project.as_deref();
+        let tail = [
+            project.map_or("", |_| "/"),
+            project.unwrap_or(""),
+            "/",
+            collection,
+            "/",
+            id,
+        ];
+        let concat = |parts: &[&str]| {
+            let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+            parts.iter().for_each(|p| s.push_str(p));
+            s
+        };
+        let origin = self.origin.as_str();
         [
             Link {
                 rel: "self",
-                href: format!(
-                    "{}/{}{project}/{collection}/{id}",
-                    self.origin, self.version_segment
-                ),
+                href: concat(&[&[origin, "/", self.version_segment], &tail[..]].concat()),
             },
             Link {
                 rel: "bookmark",
-                href: format!("{}{project}/{collection}/{id}", self.origin),
+                href: concat(&[&[origin], &tail[..]].concat()),
             },
         ]
     }
