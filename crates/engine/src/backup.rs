@@ -534,8 +534,23 @@ fn compress_frames(
         z.set_parameter(zstd::stream::raw::CParameter::HashLog(h))
             .map_err(zstd_err)?;
     }
+
     for frame in rx {
         let raw_len = frame.data.len() as u32;
+        // Random data is stored as it is without asking zstd (a quarter of the benchmark
+        // image: about 6 % of a full backup's CPU).
+        if looks_incompressible(&frame.data) {
+            let stored = StoredFrame {
+                id: frame.id,
+                data: frame.data,
+                raw_len,
+                flags: 0,
+            };
+            if out.blocking_send(stored).is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         let mut packed = pool.get();
         z.compress_to_buffer(&frame.data[..], &mut packed)
             .map_err(|e| EngineError::Invalid(format!("zstd: {e}")))?;
@@ -688,4 +703,83 @@ fn dedup(
         frames_total,
         stats,
     })
+}
+
+/// Whether a frame's bytes look like random data: every one of 32 evenly spaced 1 KiB
+/// windows has an order-0 entropy over 7.2 bits a byte (random bytes measure about 7.8
+/// on 1 KiB, text about 4.5). Data between two windows (under 64 KiB, a thirty-second
+/// of the frame) could not make the frame shrink by the 1/32 a stored frame must.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const WINDOWS: usize = 32;
+    const WINDOW: usize = 1024;
+    if data.len() < WINDOWS * WINDOW * 2 {
+        return false;
+    }
+    let step = data.len() / WINDOWS;
+    (0..WINDOWS).all(|w| {
+        let mut hist = [0u16; 256];
+        for &b in &data[w * step..w * step + WINDOW] {
+            hist[b as usize] += 1;
+        }
+        let n = WINDOW as f64;
+        let entropy: f64 = hist
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = f64::from(c) / n;
+                -p * p.log2()
+            })
+            .sum();
+        entropy > 7.2
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_incompressible;
+
+    fn random(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        let words = [
+            "the ",
+            "backup ",
+            "volume ",
+            "of ",
+            "a ",
+            "snapshot ",
+            "restore ",
+        ];
+        words
+            .iter()
+            .cycle()
+            .flat_map(|w| w.bytes())
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn only_frames_random_throughout_skip_compression() {
+        const FRAME: usize = 2 << 20;
+        assert!(looks_incompressible(&random(FRAME, 7)));
+        assert!(!looks_incompressible(&text(FRAME)));
+        assert!(!looks_incompressible(&vec![0; FRAME]));
+        // A text region of 128 KiB in random data is seen, wherever it is.
+        for at in [0, 300 << 10, FRAME - (128 << 10)] {
+            let mut mixed = random(FRAME, 9);
+            mixed[at..at + (128 << 10)].copy_from_slice(&text(128 << 10));
+            assert!(!looks_incompressible(&mixed), "text at {at}");
+        }
+        // Too short to sample: compressed as usual.
+        assert!(!looks_incompressible(&random(32 << 10, 3)));
+    }
 }
