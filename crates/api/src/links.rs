@@ -64,29 +64,29 @@ impl Base {
     /// The `self` and `bookmark` links of one resource. Built by appending (a list page
     /// makes two thousand of them; `format!` showed in its profile).
     pub fn resource_links(&self, collection: &str, id: &str) -> [Link; 2] {
-        let project = self.url_project.as_deref();
-        let tail = [
-            project.map_or("", |_| "/"),
-            project.unwrap_or(""),
-            "/",
-            collection,
-            "/",
-            id,
-        ];
-        let concat = |parts: &[&str]| {
-            let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-            parts.iter().for_each(|p| s.push_str(p));
-            s
-        };
-        let origin = self.origin.as_str();
+        let project = self.url_project.as_deref().unwrap_or("");
+        let mut bookmark = String::with_capacity(
+            self.origin.len() + project.len() + collection.len() + id.len() + 3,
+        );
+        bookmark.push_str(&self.origin);
+        if !project.is_empty() {
+            bookmark.push('/');
+            bookmark.push_str(project);
+        }
+        for part in ["/", collection, "/", id] {
+            bookmark.push_str(part);
+        }
+        // `self` is the bookmark with the version after the origin.
+        let mut href = String::with_capacity(bookmark.len() + self.version_segment.len() + 1);
+        href.push_str(&self.origin);
+        href.push('/');
+        href.push_str(self.version_segment);
+        href.push_str(&bookmark[self.origin.len()..]);
         [
-            Link {
-                rel: "self",
-                href: concat(&[&[origin, "/", self.version_segment], &tail[..]].concat()),
-            },
+            Link { rel: "self", href },
             Link {
                 rel: "bookmark",
-                href: concat(&[&[origin], &tail[..]].concat()),
+                href: bookmark,
             },
         ]
     }

@@ -138,8 +138,8 @@ pub(crate) struct Row27 {
     pub(crate) line: u64,
     buf: String,
     /// Byte ranges in `buf`: id, volume_id, project_id, status, then user_id …
-    /// service_metadata; `NONE` for an absent value.
-    spans: [(u32, u32); 19],
+    /// service_metadata; `None` for an absent value.
+    spans: [Option<(usize, usize)>; 19],
     pub(crate) created_at: i64,
     /// size, object_count, num_dependent_backups.
     pub(crate) counts: [i64; 3],
@@ -148,21 +148,19 @@ pub(crate) struct Row27 {
     pub(crate) deleted: i64,
 }
 
-const NONE: (u32, u32) = (u32::MAX, u32::MAX);
-
 impl Row27 {
     fn new(line: u64, key: [&str; 4], text: [Option<&str>; 15]) -> Self {
         let len = key.iter().map(|k| k.len()).sum::<usize>()
             + text.iter().flatten().map(|t| t.len()).sum::<usize>();
         let mut buf = String::with_capacity(len);
-        let mut spans = [NONE; 19];
+        let mut spans = [None; 19];
         let values = key.into_iter().map(Some).chain(text);
         for (span, v) in spans.iter_mut().zip(values) {
-            if let Some(v) = v {
-                let start = buf.len() as u32;
+            *span = v.map(|v| {
+                let start = buf.len();
                 buf.push_str(v);
-                *span = (start, buf.len() as u32);
-            }
+                (start, buf.len())
+            });
         }
         Self {
             line,
@@ -176,8 +174,7 @@ impl Row27 {
     }
 
     fn span(&self, i: usize) -> Option<&str> {
-        let (a, b) = self.spans[i];
-        (a != u32::MAX).then(|| &self.buf[a as usize..b as usize])
+        self.spans[i].map(|(a, b)| &self.buf[a..b])
     }
 
     /// id (0), volume_id (1), project_id (2) or status (3).

@@ -195,7 +195,9 @@ fn load_in_transaction(
                     lines.push(row.line);
                 }
                 if row.deleted == 0 {
-                    counts.add(row.key(2), row.key(1), row.key(3));
+                    if bulk {
+                        counts.add(row.key(2), row.key(1), row.key(3));
+                    }
                     let id = row.key(0);
                     if let Some((at, last_id)) = &mut last {
                         if (row.created_at, id) < (*at, last_id.as_str()) {
@@ -290,20 +292,13 @@ struct LiveCounts(HashMap<String, HashMap<String, HashMap<String, i64>>>);
 impl LiveCounts {
     /// Allocates only for a combination not seen before (a few thousand in a million).
     fn add(&mut self, project: &str, volume: &str, status: &str) {
-        if !self.0.contains_key(project) {
-            self.0.insert(project.to_owned(), HashMap::new());
-        }
-        let volumes = self.0.get_mut(project).expect("inserted above");
-        if !volumes.contains_key(volume) {
-            volumes.insert(volume.to_owned(), HashMap::new());
-        }
-        let statuses = volumes.get_mut(volume).expect("inserted above");
-        match statuses.get_mut(status) {
-            Some(n) => *n += 1,
-            None => {
-                statuses.insert(status.to_owned(), 1);
+        fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+            if !map.contains_key(key) {
+                map.insert(key.to_owned(), V::default());
             }
+            map.get_mut(key).expect("inserted above")
         }
+        *slot(slot(slot(&mut self.0, project), volume), status) += 1;
     }
 
     fn iter(&self) -> impl Iterator<Item = ((&str, &str, &str), i64)> {
