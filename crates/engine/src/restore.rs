@@ -59,7 +59,8 @@ struct FrameWork {
     frame: FrameRef,
     /// Where the frame's slot hashes start in the manifest.
     hash_base: usize,
-    /// (slot, volume block), sorted by slot.
+    /// (slot, volume block), in volume order: slots that land on consecutive blocks
+    /// follow each other and are written as one run.
     targets: Vec<(u32, u64)>,
 }
 
@@ -327,8 +328,8 @@ fn plan(m: &Manifest) -> Vec<(String, u64, u64, Vec<FrameWork>)> {
     let bases = m.slot_bases();
     let mut frames: Vec<FrameWork> = per_frame
         .into_iter()
-        .map(|(f, mut targets)| {
-            targets.sort_unstable();
+        .map(|(f, targets)| {
+            // The manifest's runs are in volume order, so is each frame's list.
             FrameWork {
                 frame: m.frames[f as usize],
                 hash_base: bases[f as usize],
@@ -367,6 +368,7 @@ fn decode_loop(
     let mut z =
         zstd::bulk::Decompressor::new().map_err(|e| EngineError::Invalid(format!("zstd: {e}")))?;
     let mut raw = Vec::new();
+    let mut seen: Vec<bool> = Vec::new();
     for f in rx {
         for w in &f.frames {
             let (start, end) = (
@@ -406,13 +408,13 @@ fn decode_loop(
             let mut checked = 0u64;
             let mut bad = 0u64;
             let mut first_bad = None;
-            let mut last_slot = None;
+            seen.clear();
+            seen.resize(w.frame.raw_len as usize / BLOCK, false);
             for &(slot, block) in &w.targets {
                 // A slot that several volume blocks share is checked once.
-                if last_slot == Some(slot) {
+                if std::mem::replace(&mut seen[slot as usize], true) {
                     continue;
                 }
-                last_slot = Some(slot);
                 let b = &data[slot as usize * BLOCK..(slot as usize + 1) * BLOCK];
                 checked += 1;
                 if blake3::hash(b).as_bytes() != &m.hashes[w.hash_base + slot as usize] {
