@@ -66,9 +66,15 @@ pub struct BackupStats {
 }
 
 const SEGMENT: usize = 1 << 20;
+/// Bytes of sealed packs being uploaded at once, at most: `io_depth` uploads, fewer when
+/// packs are large (memory stays bounded whatever the store's depth).
+const UPLOAD_BUDGET: usize = 32 << 20;
 /// Every buffer in the pipeline (segments, raw and compressed frames) has room for a
 /// frame and zstd's worst-case growth.
 const BUF_CAP: usize = FRAME_BLOCKS * BLOCK + (64 << 10);
+/// A pack's buffer: it closes past [`PACK_TARGET`], so it holds at most one more frame
+/// and its footer (a buffer that had to grow would double).
+const PACK_CAP: usize = PACK_TARGET + BUF_CAP + (64 << 10);
 
 /// Recycled buffers: page-faulting in fresh 1 MiB buffers cost more system time than
 /// the reads themselves.
@@ -167,7 +173,7 @@ impl Engine {
         )))?;
         opts.progress.set_total(size);
 
-        let (frame_tx, mut frame_rx) = mpsc::channel::<StoredFrame>(16);
+        let (frame_tx, mut frame_rx) = mpsc::channel::<StoredFrame>(8);
         let pool = Pool::new(32);
         let cpu = {
             let opts = opts.clone();
@@ -183,9 +189,13 @@ impl Engine {
         let mut new_packs: Vec<String> = Vec::new();
         // New frame id -> (new pack index, offset, len, raw_len, flags)
         let mut placed: HashMap<u32, FrameRef> = HashMap::new();
-        let mut pack = PackBuilder::with_capacity(PACK_TARGET + (1 << 20));
+        let mut pack = PackBuilder::with_capacity(PACK_CAP);
         let mut pack_frames: Vec<(u32, u64, u32, u32, u32)> = Vec::new();
         let mut uploads: JoinSet<Result<(), EngineError>> = JoinSet::new();
+        let upload_depth = self
+            .options
+            .io_depth
+            .clamp(1, (UPLOAD_BUDGET / PACK_TARGET).max(1));
         let mut bytes_stored = 0u64;
         let mut upload_error = None;
         while let Some(f) = frame_rx.recv().await {
@@ -194,10 +204,7 @@ impl Engine {
             pack_frames.push((f.id, off, f.data.len() as u32, f.raw_len, f.flags));
             pool.put(f.data);
             if pack.len() >= PACK_TARGET {
-                let full = std::mem::replace(
-                    &mut pack,
-                    PackBuilder::with_capacity(PACK_TARGET + (1 << 20)),
-                );
+                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(PACK_CAP));
                 self.seal_pack(
                     full,
                     &mut pack_frames,
@@ -205,7 +212,7 @@ impl Engine {
                     &mut placed,
                     &mut uploads,
                 );
-                while uploads.len() >= self.options.io_depth {
+                while uploads.len() >= upload_depth {
                     if let Err(e) = join_one(&mut uploads).await {
                         upload_error = Some(e);
                         break;
@@ -280,7 +287,7 @@ impl Engine {
     ) {
         let store = self.store.clone();
         let index = new_packs.len() as u32;
-        // Hashing 4 MiB takes about a millisecond; not worth a thread hop.
+        // Hashing 16 MiB takes a few milliseconds; not worth a thread hop.
         let (id, bytes) = pack.finish();
         for (frame, offset, len, raw_len, flags) in frames.drain(..) {
             placed.insert(

@@ -313,11 +313,11 @@ fn decode_all(
 
 /// Frames grouped by pack and coalesced into ranges: (pack, start, end, frames).
 fn plan(m: &Manifest) -> Vec<(String, u64, u64, Vec<FrameWork>)> {
-    // Read a whole pack (they are ~4-6 MiB) in one request where the frames allow:
-    // every request costs an object store far more than its bytes. Skip gaps over
-    // 256 KiB with a new request.
+    // Read a pack (16-18 MiB) in one or two requests where the frames allow: every
+    // request costs an object store far more than its bytes. Skip gaps over 256 KiB
+    // with a new request.
     const GAP: u64 = 256 << 10;
-    const MAX: u64 = 8 << 20;
+    const MAX: u64 = 16 << 20;
     let mut per_frame: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
     for r in &m.runs {
         let list = per_frame.entry(r.frame).or_default();

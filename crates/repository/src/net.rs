@@ -11,7 +11,7 @@ use opendal_http_transport_reqwest::ReqwestTransport;
 
 use crate::StoreError;
 
-/// Time allowed for one whole object request (a 4 MiB pack at a few MB/s).
+/// Time allowed for one whole object request (an 18 MiB pack at a few hundred kB/s).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_mins(2);
 /// Time allowed for one read or write of a body piece without progress.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(30);
