@@ -552,7 +552,7 @@ fn compress_frames(
         } else {
             let mut packed = pool.get();
             z.compress_to_buffer(&frame.data[..], &mut packed)
-                .map_err(|e| EngineError::Invalid(format!("zstd: {e}")))?;
+                .map_err(zstd_err)?;
             if packed.len() < frame.data.len() - frame.data.len() / 32 {
                 pool.put(frame.data);
                 (packed, FRAME_ZSTD)
