@@ -255,9 +255,17 @@ impl<'a, F: Fn() -> EngineError> Reader<'a, F> {
     }
 }
 
-/// A pack being filled: frames back to back, then a footer that describes them so a
-/// pack can be understood without any manifest.
-#[derive(Default)]
+/// A pack being filled: the magic, frames back to back, then a footer that describes
+/// them so a pack can be understood without any manifest, and the magic again (as
+/// Parquet files begin and end with theirs).
+///
+/// The leading magic also means no frame starts at byte 0, so no restore asks an object
+/// store for a range that starts there. Swift's object server MD5s every GET that
+/// starts at byte 0, for a check it can only make when the read goes on to the end,
+/// which a restore's range never does (it stops before the footer): measured on the
+/// loopback Swift, ranged GETs of a backup's 41 packs cost it 1.67 s of CPU from byte 0
+/// and 0.94 s from byte 1. Packs written before the header existed have frames from
+/// byte 0; offsets always come from the manifest, so both read the same way.
 pub struct PackBuilder {
     data: Vec<u8>,
     footer: Vec<u8>,
@@ -266,8 +274,10 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn with_capacity(n: usize) -> Self {
+        let mut data = Vec::with_capacity(n.max(PACK_MAGIC.len()));
+        data.extend_from_slice(PACK_MAGIC);
         Self {
-            data: Vec::with_capacity(n),
+            data,
             footer: Vec::new(),
             frames: 0,
         }
@@ -380,6 +390,30 @@ mod tests {
             Manifest::decode("b1", &stored),
             Err(EngineError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn pack_layout_magic_frames_footer_magic() {
+        let mut p = PackBuilder::with_capacity(64);
+        assert!(p.is_empty());
+        assert_eq!(
+            p.push(b"abc", 4096, FRAME_ZSTD),
+            8,
+            "no frame starts at byte 0"
+        );
+        assert_eq!(p.push(b"de", 2, 0), 11);
+        let (id, bytes) = p.finish();
+        assert_eq!(id, blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!(&bytes[..8], PACK_MAGIC);
+        assert_eq!(&bytes[8..13], b"abcde");
+        let footer = &bytes[13..];
+        assert_eq!(footer.len(), 2 * 20 + 4 + 8);
+        assert_eq!(footer[..8], 8u64.to_le_bytes());
+        assert_eq!(footer[8..12], 3u32.to_le_bytes());
+        assert_eq!(footer[12..16], 4096u32.to_le_bytes());
+        assert_eq!(footer[20..28], 11u64.to_le_bytes());
+        assert_eq!(footer[40..44], 2u32.to_le_bytes());
+        assert_eq!(&footer[44..], PACK_MAGIC);
     }
 
     #[test]
