@@ -3,6 +3,9 @@
 #
 #   scripts/keystone.sh start DIR         install (cached), configure, bootstrap, serve, seed
 #   scripts/keystone.sh endpoint DIR URL  point the block-storage + volumev3 endpoints at URL
+#   scripts/keystone.sh object-store DIR URL
+#                                         point the object-store endpoint at URL (a template:
+#                                         http://HOST:PORT/v1/AUTH_%(project_id)s)
 #   scripts/keystone.sh stop DIR          stop the server started in DIR
 #
 # start: SQLite database and fernet keys under DIR, gunicorn on 127.0.0.1:$KEYSTONE_PORT
@@ -117,10 +120,10 @@ start() {
     echo "keystone listening on $auth_url (state in $dir/seed.json)"
 }
 
-endpoint() {
-    local dir=$1 url=$2
+endpoint() { # endpoint|object-store DIR URL
+    local what=$1 dir=$2 url=$3
     running "$dir" || die "not running in $dir"
-    "$kvenv/bin/python" "$helpers/seed.py" endpoint "$dir" "$url"
+    "$kvenv/bin/python" "$helpers/seed.py" "$what" "$dir" "$url"
 }
 
 stop() {
@@ -137,7 +140,7 @@ stop() {
 
 case "${1:-}" in
     start) [[ $# -eq 2 ]] || die "usage: $0 start DIR"; start "$2" ;;
-    endpoint) [[ $# -eq 3 ]] || die "usage: $0 endpoint DIR URL"; endpoint "$2" "$3" ;;
+    endpoint|object-store) [[ $# -eq 3 ]] || die "usage: $0 $1 DIR URL"; endpoint "$1" "$2" "$3" ;;
     stop) [[ $# -eq 2 ]] || die "usage: $0 stop DIR"; stop "$2" ;;
-    *) die "usage: $0 start DIR | endpoint DIR URL | stop DIR" ;;
+    *) die "usage: $0 start DIR | endpoint DIR URL | object-store DIR URL | stop DIR" ;;
 esac

@@ -17,6 +17,10 @@
 #   scripts/swift-aio.sh status    exit 0 when every process runs and the proxy authenticates
 #   scripts/swift-aio.sh env       export lines for swift/python-swiftclient and S3 clients
 #   scripts/swift-aio.sh wipe      stop, then delete the whole state directory
+#   scripts/swift-aio.sh keystone-proxy start|stop
+#                                  a second proxy on the same cluster whose users are a
+#                                  Keystone's (authtoken + keystoneauth): the settings
+#                                  SWIFT_AIO_KEYSTONE_* below; 'start' waits for its healthcheck
 #
 # No systemd, no swift-init, nothing under /etc is written but one /etc/hosts line (as
 # root, for the virtual-hosted test bucket, see virtual_host_name): every config, ring, object,
@@ -38,10 +42,17 @@
 #   SWIFT_AIO_LOOP_SIZE       size of the sparse XFS image for 'loop' (default 8G)
 #   SWIFT_AIO_START_TIMEOUT   seconds to wait for readiness   (default 60)
 #   SWIFT_AIO_INSTALL         1 = start may apt-get missing packages (default 1 when root)
+#   SWIFT_AIO_KEYSTONE_PROXY_PORT  the Keystone-auth proxy          (default 8081)
+#   SWIFT_AIO_KEYSTONE_AUTH_URL    its Keystone, e.g. http://127.0.0.1:5000/v3 (required)
+#   SWIFT_AIO_KEYSTONE_USER, SWIFT_AIO_KEYSTONE_PASSWORD, SWIFT_AIO_KEYSTONE_PROJECT
+#                                  the service user that validates tokens (project
+#                                  default "service", domains "default"); required
 #
 # Accounts (tempauth):  test:tester/testing (.admin)   test:tester3/testing3 (no admin)
 #                       test2:tester2/testing2 (.admin) admin:admin/admin (.reseller_admin)
 # S3 credentials are the same pairs: access key "test:tester", secret "testing", region us-east-1.
+# Keystone-auth proxy: a Keystone user with the member or admin role in a project owns the
+# account AUTH_<project id> (keystoneauth's operator_roles).
 set -euo pipefail
 
 DIR=${SWIFT_AIO_DIR:-/tmp/vbs-swift}
@@ -52,6 +63,7 @@ ACCOUNT_PORT=${SWIFT_AIO_ACCOUNT_PORT:-6202}
 MEMCACHED_PORT=${SWIFT_AIO_MEMCACHED_PORT:-11211}
 PROXY_WORKERS=${SWIFT_AIO_PROXY_WORKERS:-2}
 OBJECT_WORKERS=${SWIFT_AIO_OBJECT_WORKERS:-2}
+KEYSTONE_PROXY_PORT=${SWIFT_AIO_KEYSTONE_PROXY_PORT:-8081}
 PART_POWER=${SWIFT_AIO_PART_POWER:-8}
 STORAGE=${SWIFT_AIO_STORAGE:-auto}
 LOOP_SIZE=${SWIFT_AIO_LOOP_SIZE:-8G}
@@ -61,7 +73,7 @@ S3_DOMAIN=s3.vbs.test        # the tests name it too (crates/repository/tests/co
 S3_VIRTUAL_BUCKET=vbs-virtual
 PY=/usr/bin/python3            # Debian's python: the one that has python3-swift (not pyenv's)
 DEV=d1
-PACKAGES="swift swift-proxy swift-object swift-container swift-account python3-swiftclient memcached xfsprogs curl"
+PACKAGES="swift swift-proxy swift-object swift-container swift-account python3-swiftclient python3-keystonemiddleware memcached xfsprogs curl"
 
 # state layout
 ETC=$DIR/etc; SRV=$DIR/srv; RUN=$DIR/run; LOG=$DIR/log; CACHE=$DIR/cache; BIN=$DIR/bin
@@ -140,7 +152,7 @@ service_port() {
   case $1 in
     memcached) echo "$MEMCACHED_PORT" ;; account) echo "$ACCOUNT_PORT" ;;
     container) echo "$CONTAINER_PORT" ;; object) echo "$OBJECT_PORT" ;;
-    proxy) echo "$PROXY_PORT" ;; *) echo "" ;;
+    proxy) echo "$PROXY_PORT" ;; proxy-keystone) echo "$KEYSTONE_PROXY_PORT" ;; *) echo "" ;;
   esac
 }
 
@@ -153,6 +165,7 @@ service_cmd() { # the argv of service $1
     container) echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-container-server $ETC/container-server.conf -v" ;;
     object)    echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-object-server $ETC/object-server.conf -v" ;;
     proxy)     echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-proxy-server $ETC/proxy-server.conf -v" ;;
+    proxy-keystone) echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-proxy-server $ETC/proxy-keystone.conf -v" ;;
     object-updater)    echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-object-updater $ETC/object-server.conf -v" ;;
     container-updater) echo "$PY $BIN/aio-launch.py $ETC /usr/bin/swift-container-updater $ETC/container-server.conf -v" ;;
   esac
@@ -582,6 +595,7 @@ cmd_stop() {
   exec 9>"$RUN/lock"; flock -w 120 9 || die "another swift-aio.sh holds $RUN/lock"
   local s rev=""
   for s in $SERVICES; do rev="$s $rev"; done
+  rev="proxy-keystone $rev"
   for s in $rev; do stop_service "$s"; done
   if [ -f "$RUN/loop.mounted" ]; then
     umount "$SRV/$DEV" && rm -f "$RUN/loop.mounted" && log "unmounted $SRV/$DEV"
@@ -617,6 +631,97 @@ export AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALI
 EOF
 }
 
+# The Keystone-auth proxy: the same rings, servers and storage as the tempauth proxy,
+# with authtoken (Debian's python3-keystonemiddleware) validating each token with the
+# Keystone at SWIFT_AIO_KEYSTONE_AUTH_URL, and keystoneauth mapping a project to the
+# account AUTH_<project id>. Its config holds the service password: mode 600.
+cmd_keystone_proxy() {
+  case ${1:-} in
+    start)
+      local url=${SWIFT_AIO_KEYSTONE_AUTH_URL:-} user=${SWIFT_AIO_KEYSTONE_USER:-}
+      local password=${SWIFT_AIO_KEYSTONE_PASSWORD:-} project=${SWIFT_AIO_KEYSTONE_PROJECT:-service}
+      [ -n "$url" ] && [ -n "$user" ] && [ -n "$password" ] \
+        || die "keystone-proxy start needs SWIFT_AIO_KEYSTONE_AUTH_URL, _USER and _PASSWORD"
+      running_pid proxy >/dev/null || die "Swift is not running here ($0 start first)"
+      exec 9>"$RUN/lock"; flock -w 120 9 || die "another swift-aio.sh holds $RUN/lock"
+      local user_name; user_name=$(id -un)
+      (umask 077; write_if_changed "$ETC/proxy-keystone.conf" <<EOF
+[DEFAULT]
+bind_ip = $IP
+bind_port = $KEYSTONE_PROXY_PORT
+workers = 1
+user = $user_name
+swift_dir = $ETC
+log_level = INFO
+log_name = proxy-keystone
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats authtoken keystoneauth proxy-logging proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+client_chunk_size = 1048576
+object_chunk_size = 1048576
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = $url
+auth_url = $url
+auth_type = password
+username = $user
+password = $password
+project_name = $project
+user_domain_id = default
+project_domain_id = default
+delay_auth_decision = true
+# the identity endpoint that keystone-manage bootstrap makes is public only
+interface = public
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = $IP:$MEMCACHED_PORT
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+
+[filter:listing_formats]
+use = egg:swift#listing_formats
+EOF
+      )
+      # a changed config (another Keystone) needs a new process
+      stop_service proxy-keystone
+      start_service proxy-keystone
+      local deadline=$(( $(date +%s) + START_TIMEOUT ))
+      until [ "$(http_code "http://$IP:$KEYSTONE_PROXY_PORT/healthcheck")" = 200 ]; do
+        running_pid proxy-keystone >/dev/null || die "proxy-keystone died during start; see $LOG/proxy-keystone.log"
+        [ "$(date +%s)" -lt "$deadline" ] || die "proxy-keystone not healthy after ${START_TIMEOUT}s; see $LOG/proxy-keystone.log"
+        sleep 0.1
+      done
+      log "ready: swift http://$IP:$KEYSTONE_PROXY_PORT/v1/AUTH_<project id> (Keystone $url)"
+      ;;
+    stop)
+      [ -d "$RUN" ] || return 0
+      exec 9>"$RUN/lock"; flock -w 120 9 || die "another swift-aio.sh holds $RUN/lock"
+      stop_service proxy-keystone
+      ;;
+    *) die "usage: $0 keystone-proxy start|stop" ;;
+  esac
+}
+
 cmd_wipe() {
   cmd_stop
   if mountpoint -q "$SRV/$DEV" 2>/dev/null; then umount "$SRV/$DEV"; fi
@@ -634,5 +739,6 @@ case ${1:-} in
   status)  cmd_status ;;
   env)     cmd_env ;;
   wipe)    cmd_wipe ;;
-  *) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  keystone-proxy) cmd_keystone_proxy "${2:-}" ;;
+  *) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -5,6 +5,9 @@ Usage (run with the Keystone venv's python, standard library only):
                                  admin user and the block-storage/volumev3 endpoints
                                  (when URL is not empty); write DIR/seed.json
     seed.py endpoint DIR URL    (re)point both block-storage services at URL
+    seed.py object-store DIR URL
+                                (re)point the object-store service (swift) at URL, a
+                                template such as http://HOST:PORT/v1/AUTH_%(project_id)s
 
 DIR/seed.json holds what clients need: auth_url, and for each principal its
 user name, password, user id, project name and project id.
@@ -82,19 +85,23 @@ class Keystone:
     def point_endpoints(self, url):
         target = url.rstrip("/") + "/v3/%(project_id)s"
         for stype, name in SERVICE_TYPES.items():
-            services, _ = self.call("GET", f"/services?type={stype}")
-            if services["services"]:
-                service = services["services"][0]
-            else:
-                created, _ = self.call("POST", "/services", {"service": {
-                    "type": stype, "name": name, "enabled": True}})
-                service = created["service"]
-            endpoints, _ = self.call("GET", f"/endpoints?service_id={service['id']}&interface=public")
-            for ep in endpoints["endpoints"]:
-                self.call("DELETE", f"/endpoints/{ep['id']}")
-            self.call("POST", "/endpoints", {"endpoint": {
-                "service_id": service["id"], "interface": "public", "region_id": "RegionOne",
-                "url": target, "enabled": True}})
+            self.point_service(stype, name, target)
+
+    def point_service(self, stype, name, target):
+        """The service of type `stype` (created if missing) with one public endpoint: `target`."""
+        services, _ = self.call("GET", f"/services?type={stype}")
+        if services["services"]:
+            service = services["services"][0]
+        else:
+            created, _ = self.call("POST", "/services", {"service": {
+                "type": stype, "name": name, "enabled": True}})
+            service = created["service"]
+        endpoints, _ = self.call("GET", f"/endpoints?service_id={service['id']}&interface=public")
+        for ep in endpoints["endpoints"]:
+            self.call("DELETE", f"/endpoints/{ep['id']}")
+        self.call("POST", "/endpoints", {"endpoint": {
+            "service_id": service["id"], "interface": "public", "region_id": "RegionOne",
+            "url": target, "enabled": True}})
 
 
 def admin_session(seed):
@@ -105,7 +112,7 @@ def admin_session(seed):
 
 
 def main(argv):
-    if len(argv) != 4 or argv[1] not in ("init", "endpoint"):
+    if len(argv) != 4 or argv[1] not in ("init", "endpoint", "object-store"):
         raise SystemExit(__doc__)
     cmd, state_dir, url = argv[1:]
     path = os.path.join(state_dir, "seed.json")
@@ -126,7 +133,10 @@ def main(argv):
         with open(path) as f:
             seed = json.load(f)
         ks = admin_session(seed)
-    if url:
+    if cmd == "object-store":
+        ks.point_service("object-store", "swift", url)
+        seed["object_store"] = url
+    elif url:
         ks.point_endpoints(url)
         seed["endpoint"] = url
     tmp = path + ".tmp"

@@ -5,6 +5,7 @@ the bootstrap admin, and a `vbs` service user whose credentials go into vbs's co
 vbs validates each user token with Keystone; the tests use real fernet tokens.
 """
 import json
+import random
 import socket
 import subprocess
 import time
@@ -14,7 +15,8 @@ import openstack
 import pytest
 import requests
 
-from conftest import REPO, Dataset, client_env, import_backups, ok, parse_tables, run, BIN_DIR, start_vbs
+from conftest import (REPO, Dataset, client_env, import_backups, ok, parse_tables, run, BIN_DIR, start_vbs,
+                      vbs_bin)
 
 KEYSTONE_SH = REPO / "scripts" / "keystone.sh"
 UNAUTHORIZED = {"error": {"code": 401, "title": "Unauthorized",
@@ -225,3 +227,88 @@ def test_cinder_and_sdk_through_the_keystone_catalog(keystone, deployment):
         assert [b.id for b in conn.block_storage.backups(limit=10)] == data.alpha.ids
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- repository on Swift with Keystone
+
+SWIFT_AIO = REPO / "scripts" / "swift-aio.sh"
+
+
+def swift_aio(*args, env=None):
+    done = subprocess.run(["bash", str(SWIFT_AIO), *args], capture_output=True, text=True,
+                          env=client_env(**(env or {})), timeout=300)
+    assert done.returncode == 0, f"swift-aio.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def keystone_swift(keystone):
+    """The test Swift (scripts/swift-aio.sh, started by scripts/test.sh) behind a second
+    proxy whose users are this Keystone's (authtoken + keystoneauth); the catalog's
+    object-store endpoint points at it. Yields the proxy's base URL."""
+    port = free_port()
+    svc = keystone["service"]
+    swift_aio("keystone-proxy", "start", env={
+        "SWIFT_AIO_KEYSTONE_PROXY_PORT": str(port), "SWIFT_AIO_KEYSTONE_AUTH_URL": keystone["auth_url"],
+        "SWIFT_AIO_KEYSTONE_USER": svc["user"], "SWIFT_AIO_KEYSTONE_PASSWORD": svc["password"],
+        "SWIFT_AIO_KEYSTONE_PROJECT": svc["project"]})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        keystone_sh("object-store", keystone["state_dir"], base + "/v1/AUTH_%(project_id)s")
+        yield base
+    finally:
+        swift_aio("keystone-proxy", "stop")
+
+
+def engine(args, env):
+    return subprocess.run([vbs_bin(), "admin", "engine", *args], capture_output=True, text=True,
+                          env=dict(env, RUST_BACKTRACE="0"), timeout=300)
+
+
+def test_swift_repository_with_keystone_auth(keystone, keystone_swift, tmp_path):
+    """`swift+keystone://` on a real Swift whose tokens a real Keystone issues and checks:
+    vbs logs in with the user's password, scoped to the project, takes the project's
+    Swift account from the token's catalog, and a backup written there restores
+    byte-identical. The objects sit in that project's account, which another project's
+    user may not read; a wrong password is a clear error that does not show it."""
+    alice, bob = keystone["projects"]
+    rng = random.Random(7)
+    volume = tmp_path / "vol.img"
+    with open(volume, "wb") as f:
+        f.write(rng.randbytes(3 << 20))
+        f.seek(5 << 20)                                   # a 2 MiB hole
+        f.write(b"vbs keystone " * 80_000)                # compressible
+        f.write(rng.randbytes(1 << 20))
+    container = "vbs-ks-" + uuid.uuid4().hex[:8]
+    host = keystone["auth_url"].split("://", 1)[1].split("/", 1)[0]
+    repo = f"swift+keystone://{host}/{container}"
+    env = password_env(keystone, alice)
+
+    done = engine(["backup", "--repository", repo, "--volume", str(volume)], env)
+    assert done.returncode == 0, done.stderr
+    backup_id = json.loads(done.stdout.strip().splitlines()[-1])["id"]
+    restored = tmp_path / "restored.img"
+    done = engine(["restore", "--repository", repo, "--backup", backup_id, "--target", str(restored)], env)
+    assert done.returncode == 0, done.stderr
+    assert restored.read_bytes() == volume.read_bytes()
+
+    # Stored in alice's project account, under the container named in the URL.
+    listing_url = f"{keystone_swift}/v1/AUTH_{alice['project_id']}/{container}"
+    token = issue_token(keystone, alice)
+    resp = requests.get(listing_url, headers={"X-Auth-Token": token, "Accept": "application/json"}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    names = [o["name"] for o in resp.json()]
+    assert f"manifests/{backup_id}" in names
+    assert any(n.startswith("packs/") for n in names), names
+    # bob's token is for another project: keystoneauth refuses alice's account
+    resp = requests.get(listing_url, headers={"X-Auth-Token": issue_token(keystone, bob)}, timeout=60)
+    assert resp.status_code == 403, resp.text
+
+    wrong = dict(env, OS_PASSWORD="not-" + alice["password"])
+    done = engine(["restore", "--repository", repo, "--backup", backup_id, "--target", str(tmp_path / "x.img")], wrong)
+    assert done.returncode != 0
+    assert "Keystone" in done.stderr and "refused" in done.stderr, done.stderr
+    assert alice["password"] not in done.stderr
+
+    for name in names:
+        requests.delete(f"{listing_url}/{name}", headers={"X-Auth-Token": token}, timeout=60)
+    assert requests.delete(listing_url, headers={"X-Auth-Token": token}, timeout=60).status_code == 204
