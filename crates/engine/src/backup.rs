@@ -706,17 +706,18 @@ fn dedup(
 /// of the frame) could not make the frame shrink by the 1/32 a stored frame must.
 fn looks_incompressible(data: &[u8]) -> bool {
     const WINDOWS: usize = 32;
-    const WINDOW: usize = 1024;
-    if data.len() < WINDOWS * WINDOW * 2 {
+    const WINDOW: u16 = 1024;
+    let window = usize::from(WINDOW);
+    if data.len() < WINDOWS * window * 2 {
         return false;
     }
     let step = data.len() / WINDOWS;
     (0..WINDOWS).all(|w| {
         let mut hist = [0u16; 256];
-        for &b in &data[w * step..w * step + WINDOW] {
+        for &b in &data[w * step..w * step + window] {
             hist[b as usize] += 1;
         }
-        let n = WINDOW as f64;
+        let n = f64::from(WINDOW);
         let entropy: f64 = hist
             .iter()
             .filter(|&&c| c > 0)
