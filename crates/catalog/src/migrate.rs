@@ -56,6 +56,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "cluster",
         include_str!("../migrations/postgres/0004_cluster.sql"),
     ),
+    (
+        5,
+        "name trigrams by project",
+        include_str!("../migrations/postgres/0005_name_trgm_by_project.sql"),
+    ),
 ];
 
 pub(crate) async fn run(catalog: &Catalog) -> Result<(), CatalogError> {
