@@ -267,6 +267,38 @@ write_if_changed() { # write stdin to $1 only when the content differs
   if [ -f "$1" ] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
 
+# The sections both proxies share: the app and the filters of their common pipeline.
+proxy_common() {
+  cat <<EOF
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+# 1 MiB chunks between client, proxy and object server (default 64 KiB), as above.
+client_chunk_size = 1048576
+object_chunk_size = 1048576
+allow_account_management = true
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = $IP:$MEMCACHED_PORT
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+
+[filter:listing_formats]
+use = egg:swift#listing_formats
+EOF
+}
+
 write_configs() {
   local user; user=$(id -un)
   mkdir -p "$ETC" "$SRV" "$RUN" "$LOG" "$CACHE" "$BIN"
@@ -414,13 +446,7 @@ log_name = proxy-server
 # (multipart uploads are stored as SLOs in "<bucket>+segments").
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl ratelimit s3api tempauth copy container-quotas account-quotas slo dlo versioned_writes symlink proxy-logging proxy-server
 
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-# 1 MiB chunks between client, proxy and object server (default 64 KiB), as above.
-client_chunk_size = 1048576
-object_chunk_size = 1048576
-allow_account_management = true
+$(proxy_common)
 
 [filter:tempauth]
 use = egg:swift#tempauth
@@ -437,25 +463,6 @@ location = us-east-1
 storage_domain = $S3_DOMAIN
 # S3's own limit is 10000 parts; slo's max_manifest_segments must be at least as large
 max_upload_part_num = 10000
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = $IP:$MEMCACHED_PORT
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
 
 [filter:bulk]
 use = egg:swift#bulk
@@ -658,11 +665,7 @@ log_name = proxy-keystone
 [pipeline:main]
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats authtoken keystoneauth proxy-logging proxy-server
 
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-client_chunk_size = 1048576
-object_chunk_size = 1048576
+$(proxy_common)
 
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
@@ -681,25 +684,6 @@ interface = public
 [filter:keystoneauth]
 use = egg:swift#keystoneauth
 operator_roles = admin, member
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = $IP:$MEMCACHED_PORT
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
 EOF
       )
       # a changed config (another Keystone) needs a new process

@@ -31,10 +31,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def keystone_sh(*args, env=None):
-    done = subprocess.run(["bash", str(KEYSTONE_SH), *args], capture_output=True, text=True,
+def script(path, *args, env=None):
+    """Runs one of the project's scripts; it must succeed."""
+    done = subprocess.run(["bash", str(path), *args], capture_output=True, text=True,
                           env=client_env(**(env or {})), timeout=900)
-    assert done.returncode == 0, f"keystone.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{path.name} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def keystone_sh(*args, env=None):
+    script(KEYSTONE_SH, *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +240,7 @@ SWIFT_AIO = REPO / "scripts" / "swift-aio.sh"
 
 
 def swift_aio(*args, env=None):
-    done = subprocess.run(["bash", str(SWIFT_AIO), *args], capture_output=True, text=True,
-                          env=client_env(**(env or {})), timeout=300)
-    assert done.returncode == 0, f"swift-aio.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    script(SWIFT_AIO, *args, env=env)
 
 
 @pytest.fixture(scope="module")
