@@ -13,6 +13,9 @@ pub enum ApiError {
     Fault(StatusCode, String),
     /// Missing or invalid token: the auth layer's own body, not a fault.
     Unauthorized { www_authenticate: Option<String> },
+    /// A VBS extension API's error: `{"error": {"code": "<VBS code>", "message": …}}`,
+    /// its status chosen from the code (spec 03 §6, [`crate::vbs::status_of`]).
+    Vbs(&'static str, String),
     /// Logged in full, answered with the generic 500 text.
     Internal(String),
 }
@@ -56,6 +59,8 @@ impl From<vbs_service::Error> for ApiError {
             E::NotFound(m) => ApiError::Fault(StatusCode::NOT_FOUND, m),
             E::Invalid(m) => ApiError::Fault(StatusCode::BAD_REQUEST, m),
             e @ E::Forbidden(_) => ApiError::Fault(StatusCode::FORBIDDEN, e.to_string()),
+            E::OverQuota { message, .. } => ApiError::Fault(StatusCode::PAYLOAD_TOO_LARGE, message),
+            E::Vbs { code, message } => ApiError::Vbs(code, message),
             E::Unavailable(detail) => {
                 tracing::error!(%detail, "dependency unavailable");
                 ApiError::Fault(
@@ -72,7 +77,25 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Fault(status, message) => {
-                let body = json!({ Self::fault_name(status): { "code": status.as_u16(), "message": message } });
+                let mut fault = json!({ "code": status.as_u16(), "message": message });
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    fault["retryAfter"] = json!("0");
+                }
+                let body = json!({ Self::fault_name(status): fault });
+                let mut resp = (status, axum::Json(body)).into_response();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    // Cinder's OverLimit fault: retry after 0 seconds (header and body).
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+                }
+                resp
+            }
+            ApiError::Vbs(code, message) => {
+                let status = crate::vbs::status_of(code);
+                if status.is_server_error() {
+                    tracing::error!(code, %message, "VBS request failed");
+                }
+                let body = json!({"error": {"code": code, "message": message}});
                 (status, axum::Json(body)).into_response()
             }
             ApiError::Unauthorized { www_authenticate } => {

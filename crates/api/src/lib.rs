@@ -12,6 +12,7 @@ pub mod keystone;
 mod links;
 mod manage;
 mod snapshots;
+mod vbs;
 mod version;
 mod versions;
 mod volumes;
@@ -170,6 +171,7 @@ pub fn router(state: AppState) -> Router {
                 get(snapshots::show_snapshot).delete(snapshots::delete_snapshot),
             );
     }
+    r = vbs::routes(r);
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(version::negotiate))

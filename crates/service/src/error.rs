@@ -13,12 +13,35 @@ pub enum Error {
     /// The policy rule named refuses the caller.
     #[error("Policy doesn't allow {0} to be performed.")]
     Forbidden(&'static str),
+    /// A quota would be exceeded (native APIs: Cinder's `overLimit`; the message is
+    /// Cinder's).
+    #[error("{message}")]
+    OverQuota {
+        /// The quota resource: `backups`, `backup_gigabytes`, `volumes`, `gigabytes`,
+        /// `snapshots`.
+        resource: &'static str,
+        message: String,
+    },
+    /// A refusal of the VBS extension APIs, with its code from the VBS catalogue
+    /// (spec 03 §6, e.g. `VolumeBackup.0012`); the API picks the status from the code.
+    #[error("{code}: {message}")]
+    Vbs { code: &'static str, message: String },
     /// A dependency is down; a retry may help.
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Anything else; the detail goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// A VBS-coded refusal.
+    pub fn vbs(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Vbs {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<CatalogError> for Error {
