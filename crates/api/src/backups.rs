@@ -42,11 +42,20 @@ pub async fn list_backups_detail(
         .backups
         .list_records(&call.ctx, req.as_request(&call))
         .await?;
+    let mut tags = if call.version.legacy_v2 {
+        v2_tags(&state, list.page.items.iter().map(|b| b.id.clone()).collect()).await?
+    } else {
+        std::collections::BTreeMap::new()
+    };
     let items = list
         .page
         .items
         .iter()
-        .map(|b| DetailView::new(&call, b))
+        .map(|b| {
+            let mut view = DetailView::new(&call, b);
+            view.tags = tags.remove(&b.id);
+            view
+        })
         .collect();
     let last = list.page.items.last().map(|b| b.id.as_str());
     Ok(render_list(&call, "backups/detail", items, last, &list))
@@ -82,6 +91,11 @@ pub async fn show_backup(State(state): State<AppState>, call: Call) -> Result<Re
         .get(&call.ctx, call.path_param("backup_id"))
         .await?;
     let mut backup = DetailView::new(&call, &record);
+    if call.version.legacy_v2 {
+        backup.tags = v2_tags(&state, vec![record.id.clone()])
+            .await?
+            .remove(&record.id);
+    }
     if matches!(record.status.as_str(), "creating" | "restoring") {
         backup.progress = state
             .lifecycle
@@ -354,6 +368,34 @@ struct DetailView<'a> {
     /// `bytes_total`, `bytes_per_second`. Clients ignore keys they do not know.
     #[serde(rename = "os-vbs:progress", skip_serializing_if = "Option::is_none")]
     progress: Option<serde_json::Value>,
+    /// VBS tags (`/cloudbackups` create), on the VBS-documented v2 views only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<serde_json::Value>>,
+}
+
+/// The v2 views' `tags` of each backup in `ids` (empty lists included).
+async fn v2_tags(
+    state: &AppState,
+    ids: Vec<String>,
+) -> Result<std::collections::BTreeMap<String, Vec<serde_json::Value>>, ApiError> {
+    let mut tags = state
+        .lifecycle
+        .catalog()
+        .backup_tags_for(&ids)
+        .await
+        .map_err(vbs_service::Error::from)?;
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let list = tags
+                .remove(&id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| serde_json::json!({"key": key, "value": value}))
+                .collect();
+            (id, list)
+        })
+        .collect())
 }
 
 impl<'a> DetailView<'a> {
@@ -394,6 +436,7 @@ impl<'a> DetailView<'a> {
             tenant_attr: (legacy && project_visible).then_some(b.project_id.as_str()),
             service_metadata: legacy.then_some(b.service_metadata.as_deref()),
             progress: None,
+            tags: None,
         }
     }
 }

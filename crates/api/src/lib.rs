@@ -1,4 +1,5 @@
-//! The HTTP API of vbs: the Cinder v3 backups API (and its deprecated v2 read routes),
+//! The HTTP API of vbs: the Cinder v3 backups API (and the deprecated v2 routes VBS
+//! documents), the VBS extension APIs (jobs, cloudbackups, quotas, sharing),
 //! volumes, snapshots and manage-existing, with Cinder's microversions, faults and
 //! links. Handlers extract, call the service, and render a view; nothing here touches
 //! SQL or volume bytes.
@@ -107,7 +108,19 @@ pub fn router(state: AppState) -> Router {
                 get(backups::show_backup),
             );
     }
-    // The backup lifecycle (v3 only; v2 keeps its read routes).
+    // The deprecated v2 write routes VBS documents (spec 03 §1): create, delete and
+    // restore, with 3.0 behaviour.
+    r = r
+        .route("/v2/{project_id}/backups", post(backups::create_backup))
+        .route(
+            "/v2/{project_id}/backups/{backup_id}",
+            axum::routing::delete(backups::delete_backup),
+        )
+        .route(
+            "/v2/{project_id}/backups/{backup_id}/restore",
+            post(backups::restore_backup),
+        );
+    // The rest of the backup lifecycle (v3 only).
     for prefix in ["/v3/{project_id}", "/v3"] {
         r = r
             .route(&format!("{prefix}/backups"), post(backups::create_backup))

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::backups::{RECORD_COLUMNS, record_from_row};
-use crate::jobs::{NewJob, job_insert};
+use crate::jobs::{JobOutcome, NewJob, job_insert, outcome_sql};
 use crate::read::{Sql, Value, text};
 use crate::volumes::{NewVolume, insert_metadata, insert_volume, push_in};
 use crate::write::exec;
@@ -34,6 +34,8 @@ pub struct NewBackup {
     /// `None`: the backup's own creation time.
     pub data_timestamp: Option<i64>,
     pub metadata: BTreeMap<String, String>,
+    /// VBS tags, kept apart from Cinder's metadata.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The volume a restore writes.
@@ -161,6 +163,11 @@ impl Catalog {
             .push(", 0)");
         exec(&mut tx, sql).await?;
         insert_metadata(&mut tx, "backup_metadata", "backup_id", &b.id, &b.metadata).await?;
+        let mut sql = Sql::default();
+        sql.push("DELETE FROM backup_tags WHERE backup_id = ")
+            .bind(text(&b.id));
+        exec(&mut tx, sql).await?;
+        insert_metadata(&mut tx, "backup_tags", "backup_id", &b.id, &b.tags).await?;
         if let Some(parent) = &b.parent_id {
             // Only onto a parent still `available`: a delete that won the race leaves
             // it `deleting`, and this backup must not name it. The row-local condition
@@ -179,6 +186,21 @@ impl Catalog {
         exec(&mut tx, job_insert(job)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// How many live backups of `volume_id` `project_id` has, whatever their status.
+    pub async fn count_volume_backups(
+        &self,
+        project_id: &str,
+        volume_id: &str,
+    ) -> Result<i64, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT COUNT(*) FROM backups WHERE deleted = 0 AND project_id = ")
+            .bind(text(project_id))
+            .push(" AND volume_id = ")
+            .bind(text(volume_id));
+        let row = sql.into_query().fetch_one(self.pool()).await?;
+        Ok(sqlx::Row::try_get::<i64, _>(&row, 0)?)
     }
 
     /// The live backup of `volume_id` in `project_id` with the greatest
@@ -245,12 +267,14 @@ impl Catalog {
     /// `creating` → `available` with what was stored, and its source given back (see
     /// [`Self::release_backup_source`]), in one transaction: nobody sees the backup
     /// `available` while its volume still says `backing-up`. Returns whether the backup
-    /// moved (a backup force-deleted meanwhile does not).
+    /// moved (a backup force-deleted meanwhile does not). Job `job` (the backup's) is
+    /// recorded a success in the same transaction, when the backup moved.
     pub async fn complete_backup(
         &self,
         b: &BackupRecord,
         object_count: i64,
         service_metadata: &str,
+        job: i64,
     ) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
         // A backup with no container gets the repository's default one, as Cinder's
@@ -266,12 +290,19 @@ impl Catalog {
         .bind(Value::Int(ts::now_micros()))
         .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
         .bind(text(&b.id));
-        self.finish_backup(b, sql).await
+        self.finish_backup(b, sql, job, JobOutcome::Success).await
     }
 
     /// `creating` → `error` with `reason`, and its source given back, in one
-    /// transaction. Returns whether the backup moved.
-    pub async fn fail_backup(&self, b: &BackupRecord, reason: &str) -> Result<bool, CatalogError> {
+    /// transaction. Returns whether the backup moved; if it did, job `job` is recorded
+    /// failed with `code` in the same transaction.
+    pub async fn fail_backup(
+        &self,
+        b: &BackupRecord,
+        reason: &str,
+        job: i64,
+        code: &str,
+    ) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
         sql.push("UPDATE backups SET status = 'error', progress = NULL, fail_reason = ")
             .bind(text(reason))
@@ -279,14 +310,25 @@ impl Catalog {
             .bind(Value::Int(ts::now_micros()))
             .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
             .bind(text(&b.id));
-        self.finish_backup(b, sql).await
+        self.finish_backup(b, sql, job, JobOutcome::Fail { code, reason })
+            .await
     }
 
     /// Runs `moving` (the backup's status change) and gives its source back, in one
-    /// transaction; returns whether the backup moved.
-    async fn finish_backup(&self, b: &BackupRecord, moving: Sql) -> Result<bool, CatalogError> {
+    /// transaction, recording `outcome` for job `job` if the backup moved; returns
+    /// whether it moved.
+    async fn finish_backup(
+        &self,
+        b: &BackupRecord,
+        moving: Sql,
+        job: i64,
+        outcome: JobOutcome<'_>,
+    ) -> Result<bool, CatalogError> {
         let mut tx = self.begin().await?;
         let moved = exec(&mut tx, moving).await? == 1;
+        if moved {
+            exec(&mut tx, outcome_sql(job, outcome)).await?;
+        }
         let release = release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref());
         exec(&mut tx, release).await?;
         tx.commit().await?;
@@ -506,14 +548,22 @@ impl Catalog {
         backup_id: &str,
         volume_id: &str,
         end: RestoreEnd<'_>,
+        job: i64,
     ) -> Result<(), CatalogError> {
         let now = ts::now_micros();
-        let (reason, volume_status) = match end {
-            RestoreEnd::Done { .. } => (None, "available"),
+        let (reason, volume_status, outcome) = match end {
+            RestoreEnd::Done { .. } => (None, "available", JobOutcome::Success),
             RestoreEnd::Failed {
                 reason,
                 volume_status,
-            } => (Some(reason), volume_status),
+            } => (
+                Some(reason),
+                volume_status,
+                JobOutcome::Fail {
+                    code: "VolumeBackup.0200",
+                    reason,
+                },
+            ),
         };
         let mut tx = self.begin().await?;
         if let RestoreEnd::Done {
@@ -535,7 +585,9 @@ impl Catalog {
             .bind(Value::Int(now))
             .push(" WHERE deleted = 0 AND status = 'restoring' AND id = ")
             .bind(text(backup_id));
-        exec(&mut tx, sql).await?;
+        if exec(&mut tx, sql).await? == 1 {
+            exec(&mut tx, outcome_sql(job, outcome)).await?;
+        }
         let mut sql = Sql::default();
         sql.push("UPDATE volumes SET previous_status = NULL, status = ")
             .bind(text(volume_status))

@@ -324,13 +324,33 @@ impl Catalog {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CatalogError> {
+        self.key_values_for("backup_metadata", ids).await
+    }
+
+    /// The VBS tags of backups `ids`, by backup.
+    pub async fn backup_tags_for(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CatalogError> {
+        self.key_values_for("backup_tags", ids).await
+    }
+
+    /// The `(key, value)` rows of `table` (`backup_metadata`, `backup_tags`) of
+    /// backups `ids`, by backup.
+    async fn key_values_for(
+        &self,
+        table: &str,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CatalogError> {
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
         for chunk in ids.chunks(500) {
             let mut sql = Sql::default();
-            sql.push("SELECT backup_id, key, value FROM backup_metadata WHERE backup_id IN (");
+            sql.push("SELECT backup_id, key, value FROM ")
+                .push(table)
+                .push(" WHERE backup_id IN (");
             for (i, id) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");

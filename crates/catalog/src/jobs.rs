@@ -4,6 +4,13 @@
 //! rows other transactions hold (`FOR UPDATE SKIP LOCKED`), so no job goes to two
 //! workers; `SQLite` has one writer at a time, which gives the same guarantee. Finished
 //! jobs stay as history (`done`, with the worker that ran them) until pruned.
+//!
+//! The same rows are the jobs users follow (VBS `GET /v1/{project_id}/jobs/{id}`): each
+//! has a public id and the project that asked for it, and how it ended (`outcome`,
+//! `error_code`, `fail_reason`). Where the work ends with a backup's status change, the
+//! outcome is written in that change's transaction ([`outcome_sql`]); otherwise the
+//! worker gives it when it marks the job done, and a recorded outcome is never
+//! overwritten by a later run of the same job.
 
 use sqlx::Row as _;
 
@@ -48,12 +55,108 @@ impl JobKind {
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Its public id (a UUID).
+    pub id: String,
+    /// The project that asked for it (none for GC).
+    pub project_id: Option<String>,
     pub kind: JobKind,
     pub backup_id: String,
     /// The source (backup) or target (restore) volume.
     pub volume_id: Option<String>,
     /// Free-form JSON the worker reads back.
     pub options: Option<String>,
+    /// What the job is about, as JSON shown to users (VBS `entities`).
+    pub entities: Option<String>,
+    /// The job this one is a part of (VBS `sub_jobs`).
+    pub parent_id: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `project` with a fresh public id.
+    pub fn new(kind: JobKind, project: &str, backup_id: &str) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            project_id: Some(project.to_owned()),
+            kind,
+            backup_id: backup_id.to_owned(),
+            volume_id: None,
+            options: None,
+            entities: None,
+            parent_id: None,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome<'a> {
+    Success,
+    /// With a VBS error code (`VolumeBackup.0064`, …) and a reason for people.
+    Fail { code: &'a str, reason: &'a str },
+}
+
+/// A job as users see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    pub project_id: Option<String>,
+    pub kind: JobKind,
+    pub backup_id: String,
+    pub volume_id: Option<String>,
+    /// `queued`, `running` or `done`.
+    pub state: String,
+    /// `success` or `fail` once known.
+    pub outcome: Option<String>,
+    pub error_code: Option<String>,
+    pub fail_reason: Option<String>,
+    pub entities: Option<String>,
+    pub parent_id: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "id, project_id, kind, backup_id, volume_id, state, outcome, \
+     error_code, fail_reason, entities, parent_id, created_at, finished_at";
+
+fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRecord, CatalogError> {
+    let kind: String = row.try_get(2)?;
+    Ok(JobRecord {
+        id: row.try_get(0)?,
+        project_id: row.try_get(1)?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| CatalogError::Engine(format!("unknown job kind {kind}")))?,
+        backup_id: row.try_get(3)?,
+        volume_id: row.try_get(4)?,
+        state: row.try_get(5)?,
+        outcome: row.try_get(6)?,
+        error_code: row.try_get(7)?,
+        fail_reason: row.try_get(8)?,
+        entities: row.try_get(9)?,
+        parent_id: row.try_get(10)?,
+        created_at: row.try_get(11)?,
+        finished_at: row.try_get(12)?,
+    })
+}
+
+/// The statement that records how job `pk` ended, unless an outcome is recorded
+/// already: for the transaction that moves the job's backup to its end status.
+pub(crate) fn outcome_sql(pk: i64, outcome: JobOutcome<'_>) -> Sql {
+    let (outcome, code, reason) = match outcome {
+        JobOutcome::Success => ("success", None, None),
+        JobOutcome::Fail { code, reason } => ("fail", Some(code), Some(reason)),
+    };
+    let mut sql = Sql::default();
+    sql.push("UPDATE jobs SET outcome = ")
+        .bind(Value::Text(outcome.into()))
+        .push(", error_code = ");
+    sql.bind_opt(code);
+    sql.push(", fail_reason = ");
+    sql.bind_opt(reason);
+    sql.push(", finished_at = ")
+        .bind(Value::Int(ts::now_micros()))
+        .push(" WHERE outcome IS NULL AND pk = ")
+        .bind(Value::Int(pk));
+    sql
 }
 
 /// A claimed job.
@@ -70,20 +173,25 @@ pub struct Job {
 
 pub(crate) fn job_insert(job: &NewJob) -> Sql {
     let mut sql = Sql::default();
-    sql.push("INSERT INTO jobs (kind, backup_id, volume_id, state, options, created_at) VALUES (")
+    sql.push(
+        "INSERT INTO jobs (id, project_id, kind, backup_id, volume_id, state, options, \
+         entities, parent_id, created_at) VALUES (",
+    )
+    .bind(Value::Text(job.id.clone()))
+    .push(", ");
+    sql.bind_opt(job.project_id.as_deref());
+    sql.push(", ")
         .bind(Value::Text(job.kind.as_str().into()))
         .push(", ")
         .bind(Value::Text(job.backup_id.clone()))
         .push(", ");
-    match &job.volume_id {
-        Some(v) => sql.bind(Value::Text(v.clone())),
-        None => sql.push("NULL"),
-    };
+    sql.bind_opt(job.volume_id.as_deref());
     sql.push(", 'queued', ");
-    match &job.options {
-        Some(v) => sql.bind(Value::Text(v.clone())),
-        None => sql.push("NULL"),
-    };
+    sql.bind_opt(job.options.as_deref());
+    sql.push(", ");
+    sql.bind_opt(job.entities.as_deref());
+    sql.push(", ");
+    sql.bind_opt(job.parent_id.as_deref());
     sql.push(", ").bind(Value::Int(ts::now_micros())).push(")");
     sql
 }
@@ -154,12 +262,29 @@ impl Catalog {
         Ok(self.execute(sql).await? == 1)
     }
 
-    /// Marks a job done (kept as history); `false` if it was not this worker's any more.
-    pub async fn finish_job(&self, pk: i64, worker: &str) -> Result<bool, CatalogError> {
+    /// Marks a job done (kept as history) with `outcome` unless one is recorded
+    /// already; `false` if it was not this worker's any more.
+    pub async fn finish_job(
+        &self,
+        pk: i64,
+        worker: &str,
+        outcome: JobOutcome<'_>,
+    ) -> Result<bool, CatalogError> {
+        let (result, code, reason) = match outcome {
+            JobOutcome::Success => ("success", None, None),
+            JobOutcome::Fail { code, reason } => ("fail", Some(code), Some(reason)),
+        };
+        // Every right-hand side reads the row as it was: a recorded outcome stays.
         let mut sql = Sql::default();
-        sql.push("UPDATE jobs SET state = 'done', lease_until = NULL, finished_at = ")
+        sql.push("UPDATE jobs SET state = 'done', lease_until = NULL, finished_at = COALESCE(finished_at, ")
             .bind(Value::Int(ts::now_micros()))
-            .push(" WHERE state = 'running' AND pk = ")
+            .push("), outcome = COALESCE(outcome, ")
+            .bind(Value::Text(result.into()))
+            .push("), error_code = CASE WHEN outcome IS NULL THEN ");
+        sql.bind_opt(code);
+        sql.push(" ELSE error_code END, fail_reason = CASE WHEN outcome IS NULL THEN ");
+        sql.bind_opt(reason);
+        sql.push(" ELSE fail_reason END WHERE state = 'running' AND pk = ")
             .bind(Value::Int(pk))
             .push(" AND worker = ")
             .bind(Value::Text(worker.into()));
@@ -178,6 +303,31 @@ impl Catalog {
         .push(" AND worker = ")
         .bind(Value::Text(worker.into()));
         Ok(self.execute(sql).await? == 1)
+    }
+
+    /// A job of `project` by its public id.
+    pub async fn get_job(&self, id: &str, project: &str) -> Result<JobRecord, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(JOB_COLUMNS)
+            .push(" FROM jobs WHERE id = ")
+            .bind(Value::Text(id.into()))
+            .push(" AND project_id = ")
+            .bind(Value::Text(project.into()));
+        let row = sql.into_query().fetch_optional(self.pool()).await?;
+        row.as_ref().map_or(Err(CatalogError::NotFound), job_from_row)
+    }
+
+    /// The jobs that are parts of job `id`, oldest first.
+    pub async fn sub_jobs(&self, id: &str) -> Result<Vec<JobRecord>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(JOB_COLUMNS)
+            .push(" FROM jobs WHERE parent_id = ")
+            .bind(Value::Text(id.into()))
+            .push(" ORDER BY pk");
+        let rows = sql.into_query().fetch_all(self.pool()).await?;
+        rows.iter().map(job_from_row).collect()
     }
 
     /// Queues a GC unless one is queued already (one sweep after a burst of deletes).

@@ -33,7 +33,7 @@ pub use backups::{
 };
 pub use cluster::{LockMode, NodeRecord};
 pub use import::{ImportError, ImportStats};
-pub use jobs::{Job, JobKind, NewJob};
+pub use jobs::{Job, JobKind, JobOutcome, JobRecord, NewJob};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,

@@ -34,6 +34,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "name scope",
         include_str!("../migrations/sqlite/0005_name_scope.sql"),
     ),
+    (
+        6,
+        "job face",
+        include_str!("../migrations/sqlite/0006_job_face.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -60,6 +65,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "name trigrams by project",
         include_str!("../migrations/postgres/0005_name_trgm_by_project.sql"),
+    ),
+    (
+        6,
+        "job face",
+        include_str!("../migrations/postgres/0006_job_face.sql"),
     ),
 ];
 

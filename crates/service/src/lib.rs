@@ -3,7 +3,9 @@
 //! catalog queries and volume-pool file work.
 
 mod backups;
+mod cloudbackups;
 mod context;
+mod jobs;
 mod error;
 mod lease;
 mod lifecycle;
@@ -19,6 +21,8 @@ mod worker;
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
 pub use context::{Context, Role};
 pub use error::Error;
+pub use jobs::{JobView, job_entities, job_status, job_type};
+pub use cloudbackups::quota_code;
 pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;

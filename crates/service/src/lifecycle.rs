@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use vbs_catalog::{
     BackupRecord, Catalog, CatalogError, DeleteStart, Dialect, JobKind, NewBackup, NewJob,
-    RestoreRefused, RestoreTarget, ts,
+    RestoreRefused, RestoreTarget, SnapshotRecord, VolumeRecord, ts,
 };
 
 use crate::schema::{self, fail};
@@ -52,13 +52,43 @@ fn invalid_backup(reason: &str) -> Error {
     Error::Invalid(format!("Invalid backup: {reason}"))
 }
 
-fn job(kind: JobKind, backup_id: &str, volume_id: Option<&str>, options: Option<Value>) -> NewJob {
+/// A job of `project` on backup `backup_id`; `entities` is what users see of it.
+fn job(
+    kind: JobKind,
+    project: &str,
+    backup_id: &str,
+    volume_id: Option<&str>,
+    options: Option<Value>,
+    entities: Value,
+) -> NewJob {
     NewJob {
-        kind,
-        backup_id: backup_id.to_owned(),
         volume_id: volume_id.map(str::to_owned),
         options: options.map(|o| o.to_string()),
+        entities: Some(entities.to_string()),
+        ..NewJob::new(kind, project, backup_id)
     }
+}
+
+/// A backup to start, its rules checked (by the native or the VBS API).
+pub(crate) struct StartBackup {
+    pub volume: VolumeRecord,
+    pub snapshot: Option<SnapshotRecord>,
+    pub parent: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub container: Option<String>,
+    pub availability_zone: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The volume may be `in-use` (a temporary snapshot is read).
+    pub force: bool,
+    /// VBS tags (`/cloudbackups`), stored with the record.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A backup that started: its record (`creating`) and its job's public id.
+pub(crate) struct BackupStarted {
+    pub record: BackupRecord,
+    pub job_id: String,
 }
 
 impl BackupLifecycle {
@@ -90,7 +120,7 @@ impl BackupLifecycle {
 
     /// No backup worker runs here or on any live node: Cinder's "no backup service"
     /// (we answer 503).
-    async fn need_worker(&self) -> Result<(), Error> {
+    pub(crate) async fn need_worker(&self) -> Result<(), Error> {
         if self.workers.load(Ordering::SeqCst) > 0
             || !self.catalog.live_nodes("worker").await?.is_empty()
         {
@@ -159,8 +189,15 @@ impl BackupLifecycle {
                         .await?;
                 }
                 _ => {
-                    c.enqueue_job(&job(JobKind::Delete, &b.id, None, None))
-                        .await?;
+                    c.enqueue_job(&job(
+                        JobKind::Delete,
+                        &b.project_id,
+                        &b.id,
+                        None,
+                        None,
+                        json!({"backup_id": b.id}),
+                    ))
+                    .await?;
                 }
             }
             n += 1;
@@ -173,7 +210,7 @@ impl BackupLifecycle {
     }
 
     /// A backup in the caller's scope (admins: any project).
-    async fn lookup(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
+    pub(crate) async fn lookup(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
         let scope = (!ctx.is_admin()).then_some(ctx.project_id.as_str());
         match self.catalog.get_backup(id, scope).await {
             Ok(b) => Ok(b),
@@ -260,9 +297,40 @@ impl BackupLifecycle {
             None
         };
 
-        // Mark the source busy, then write the record and its job; undo on failure.
+        self.start_backup(
+            ctx,
+            StartBackup {
+                volume,
+                snapshot,
+                parent,
+                name: b.name,
+                description: b.description,
+                container: b.container,
+                availability_zone: b.availability_zone,
+                metadata: b.metadata,
+                force: b.force,
+                tags: BTreeMap::new(),
+            },
+        )
+        .await
+        .map(|started| started.record)
+    }
+
+    /// Starts a backup whose rules were checked: marks its source busy, then writes
+    /// the record and its job in one transaction; undoes the mark on failure.
+    pub(crate) async fn start_backup(
+        &self,
+        ctx: &Context,
+        start: StartBackup,
+    ) -> Result<BackupStarted, Error> {
+        let StartBackup {
+            volume,
+            snapshot,
+            parent,
+            ..
+        } = &start;
         let in_use = volume.status == "in-use";
-        if let Some(s) = &snapshot {
+        if let Some(s) = snapshot {
             if !self
                 .catalog
                 .set_snapshot_status(&s.id, &["available"], "backing-up", None, None)
@@ -273,7 +341,9 @@ impl BackupLifecycle {
                 ));
             }
         } else {
-            self.volumes.begin_backup(ctx, &volume.id, b.force).await?;
+            self.volumes
+                .begin_backup(ctx, &volume.id, start.force)
+                .await?;
         }
         let id = uuid::Uuid::new_v4().to_string();
         let record = NewBackup {
@@ -281,33 +351,43 @@ impl BackupLifecycle {
             project_id: ctx.project_id.clone(),
             user_id: Some(ctx.user_id.clone()),
             volume_id: volume.id.clone(),
-            snapshot_id: b.snapshot_id.clone(),
-            parent_id: parent,
-            display_name: b.name,
-            display_description: b.description,
+            snapshot_id: snapshot.as_ref().map(|s| s.id.clone()),
+            parent_id: parent.clone(),
+            display_name: start.name.clone(),
+            display_description: start.description.clone(),
             status: "creating".into(),
-            container: b.container,
-            availability_zone: b
+            container: start.container.clone(),
+            availability_zone: start
                 .availability_zone
+                .clone()
                 .or_else(|| volume.availability_zone.clone()),
             host: Some(self.host.clone()),
             service: Some(BACKUP_SERVICE.into()),
             size: volume.size,
-            data_timestamp,
-            metadata: b.metadata,
+            data_timestamp: snapshot.as_ref().map(|s| s.created_at),
+            metadata: start.metadata.clone(),
+            tags: start.tags.clone(),
             ..NewBackup::default()
         };
         let options = json!({
             "from_in_use": in_use && snapshot.is_none(),
             "snapshot_id": record.snapshot_id,
         });
-        let created = self
-            .catalog
-            .create_backup(
-                &record,
-                &job(JobKind::Backup, &id, Some(&volume.id), Some(options)),
-            )
-            .await;
+        let entities = json!({
+            "backup_id": id,
+            "volume_id": volume.id,
+            "snapshot_id": record.snapshot_id,
+            "bks_create_volume_name": record.display_name,
+        });
+        let new_job = job(
+            JobKind::Backup,
+            &ctx.project_id,
+            &id,
+            Some(&volume.id),
+            Some(options),
+            entities,
+        );
+        let created = self.catalog.create_backup(&record, &new_job).await;
         if let Err(e) = created {
             self.release_source(&record).await;
             return Err(match e {
@@ -319,7 +399,10 @@ impl BackupLifecycle {
             });
         }
         self.enqueued().await;
-        self.lookup(ctx, &id).await
+        Ok(BackupStarted {
+            record: self.lookup(ctx, &id).await?,
+            job_id: new_job.id,
+        })
     }
 
     /// Puts a backup's source back to what it was before the backup, unless another
@@ -400,20 +483,35 @@ impl BackupLifecycle {
         if b.status != "available" && b.status != "error" {
             return Err(invalid_backup("Backup status must be available or error"));
         }
-        self.start_delete(&b, &["available", "error"]).await
+        self.start_delete(ctx, &b, &["available", "error"])
+            .await
+            .map(|_| ())
     }
 
     /// The dependents check, the move to `deleting` and the job are one conditional
     /// transaction: an incremental created at the same moment either counts as a
     /// dependent (the delete is refused) or finds its parent gone (it is refused).
-    async fn start_delete(&self, b: &BackupRecord, from: &[&str]) -> Result<(), Error> {
+    /// Returns the delete job's public id.
+    pub(crate) async fn start_delete(
+        &self,
+        ctx: &Context,
+        b: &BackupRecord,
+        from: &[&str],
+    ) -> Result<String, Error> {
         let dependents = || invalid_backup("Incremental backups exist for this backup.");
         // Cinder's check, before the worker check; the transaction checks it again.
         if b.num_dependent_backups > 0 {
             return Err(dependents());
         }
         self.need_worker().await?;
-        let delete = job(JobKind::Delete, &b.id, None, None);
+        let delete = job(
+            JobKind::Delete,
+            &ctx.project_id,
+            &b.id,
+            None,
+            None,
+            json!({"backup_id": b.id}),
+        );
         match self.catalog.begin_backup_delete(&b.id, from, &delete).await {
             Ok(DeleteStart::Started) => {}
             Ok(DeleteStart::HasDependents) => return Err(dependents()),
@@ -423,7 +521,7 @@ impl BackupLifecycle {
             Err(e) => return Err(e.into()),
         }
         self.enqueued().await;
-        Ok(())
+        Ok(delete.id)
     }
 
     /// `POST /backups/{id}/restore` (§8).
@@ -463,31 +561,57 @@ impl BackupLifecycle {
             return Err(invalid_backup("Backup to be restored has invalid size"));
         }
         self.need_worker().await?;
+        self.start_restore(ctx, &b, volume_id.as_deref(), name)
+            .await
+            .map(|(started, _)| started)
+    }
+
+    /// Starts a restore of `b` (checked: `available`, a worker exists) into volume
+    /// `volume_id` of the caller, or a new one named `name`; returns what started and
+    /// the job's public id.
+    pub(crate) async fn start_restore(
+        &self,
+        ctx: &Context,
+        b: &BackupRecord,
+        volume_id: Option<&str>,
+        name: Option<String>,
+    ) -> Result<(RestoreStarted, String), Error> {
         // A volume made for this restore ends `error` if it fails (§8.2).
         let options = json!({"new_volume": volume_id.is_none()});
-        let restore_job = |v: &str| job(JobKind::Restore, &b.id, Some(v), Some(options.clone()));
-        let (volume_id, volume_name, refused) = match &volume_id {
+        let restore_job = |v: &str| {
+            job(
+                JobKind::Restore,
+                &ctx.project_id,
+                &b.id,
+                Some(v),
+                Some(options.clone()),
+                json!({"backup_id": b.id, "volume_id": v}),
+            )
+        };
+        let (volume_id, volume_name, refused, job_id) = match volume_id {
             None => {
                 let v = self
                     .volumes
                     .new_restore_volume(ctx, b.size, name, &b.id)
                     .await?;
+                let new_job = restore_job(&v.id);
                 let refused = self
                     .catalog
-                    .start_restore(&b.id, RestoreTarget::New(&v), &restore_job(&v.id))
+                    .start_restore(&b.id, RestoreTarget::New(&v), &new_job)
                     .await;
                 if !matches!(refused, Ok(Ok(()))) {
                     self.volumes.discard_image(&v.id).await;
                 }
-                (v.id, v.display_name, refused?)
+                (v.id, v.display_name, refused?, new_job.id)
             }
             Some(vid) => {
                 let v = self.volumes.check_restore_target(ctx, vid, b.size).await?;
+                let new_job = restore_job(&v.id);
                 let refused = self
                     .catalog
-                    .start_restore(&b.id, RestoreTarget::Existing(&v.id), &restore_job(&v.id))
+                    .start_restore(&b.id, RestoreTarget::Existing(&v.id), &new_job)
                     .await?;
-                (v.id, v.display_name, refused)
+                (v.id, v.display_name, refused, new_job.id)
             }
         };
         match refused {
@@ -498,11 +622,14 @@ impl BackupLifecycle {
             }
         }
         self.enqueued().await;
-        Ok(RestoreStarted {
-            backup_id: b.id,
-            volume_id,
-            volume_name,
-        })
+        Ok((
+            RestoreStarted {
+                backup_id: b.id.clone(),
+                volume_id,
+                volume_name,
+            },
+            job_id,
+        ))
     }
 
     /// `POST /backups/{id}/action` (§9).
@@ -580,7 +707,7 @@ impl BackupLifecycle {
             return Ok(());
         }
         // A running backup sees its row leave `creating` and aborts.
-        self.start_delete(&b, &[]).await
+        self.start_delete(ctx, &b, &[]).await.map(|_| ())
     }
 
     /// `GET /backups/{id}/export_record` (§10.1): `(backup_service, backup_url)`.
@@ -699,7 +826,17 @@ impl BackupLifecycle {
             ..NewBackup::default()
         };
         self.catalog
-            .create_backup(&new, &job(JobKind::Verify, &id, None, None))
+            .create_backup(
+                &new,
+                &job(
+                    JobKind::Verify,
+                    &ctx.project_id,
+                    &id,
+                    None,
+                    None,
+                    json!({"backup_id": id}),
+                ),
+            )
             .await
             .map_err(|e| match e {
                 CatalogError::AlreadyExists => invalid_backup("Backup already exists in database."),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, LockMode, RestoreEnd};
+use vbs_catalog::{BackupRecord, CatalogError, Job, JobKind, JobOutcome, LockMode, RestoreEnd};
 use vbs_engine::{BackupOptions, Engine, EngineError, Progress, RestoreOptions};
 
 use crate::BackupLifecycle;
@@ -89,6 +89,36 @@ async fn relay<T>(guard: &JobGuard, cancel: &AtomicBool, work: impl Future<Outpu
                 }
             }
         }
+    }
+}
+
+/// How a job ended, as its handler saw it. `Recorded`: the transaction that moved the
+/// backup recorded it already (or, in a run after a crash, an earlier run did).
+#[derive(Debug)]
+enum Ended {
+    Success,
+    Fail(String),
+    Recorded,
+}
+
+/// The VBS code of a failed job of `kind` (spec 03 §6: the job `FAIL` codes).
+pub fn fail_code(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Backup | JobKind::Verify | JobKind::Gc => "VolumeBackup.0064",
+        JobKind::Restore => "VolumeBackup.0200",
+        JobKind::Delete => "VolumeBackup.0102",
+    }
+}
+
+/// A backup job run again finds its backup past `creating`: how it ended then.
+fn ended_by_status(b: &BackupRecord) -> Ended {
+    match b.status.as_str() {
+        "available" => Ended::Recorded,
+        _ => Ended::Fail(
+            b.fail_reason
+                .clone()
+                .unwrap_or_else(|| format!("The backup is {}.", b.status)),
+        ),
     }
 }
 
@@ -166,7 +196,7 @@ impl BackupWorker {
                 JobKind::Restore => self.restore(&job, &guard).await,
                 JobKind::Delete => self.delete(&job).await,
                 JobKind::Verify => self.verify(&job).await,
-                JobKind::Gc => self.gc(&guard).await,
+                JobKind::Gc => self.gc(&guard).await.map(|()| Ended::Success),
             }
         };
         renew.abort();
@@ -186,8 +216,23 @@ impl BackupWorker {
             }
             return;
         }
+        let failed;
+        let ended = match &outcome {
+            Ok(Ended::Success | Ended::Recorded) => JobOutcome::Success,
+            Ok(Ended::Fail(reason)) => {
+                failed = reason.clone();
+                JobOutcome::Fail {
+                    code: fail_code(job.kind),
+                    reason: &failed,
+                }
+            }
+            Err(_) => JobOutcome::Fail {
+                code: fail_code(job.kind),
+                reason: "The job failed on an internal error; the service log has the detail.",
+            },
+        };
         if (!guard.cancel.load(Ordering::Relaxed) || outcome.is_ok())
-            && let Err(e) = catalog.finish_job(job.pk, node).await
+            && let Err(e) = catalog.finish_job(job.pk, node, ended).await
         {
             tracing::warn!(job = job.pk, error = %e, "could not mark a job finished");
         }
@@ -259,7 +304,7 @@ impl BackupWorker {
     }
 
     /// A job that keeps getting interrupted: fail it with a reason.
-    async fn give_up(&self, job: &Job) -> Result<(), CatalogError> {
+    async fn give_up(&self, job: &Job) -> Result<Ended, CatalogError> {
         let reason = format!("Interrupted {} times; giving up.", job.attempts - 1);
         let c = self.life.catalog();
         match job.kind {
@@ -293,7 +338,7 @@ impl BackupWorker {
             }
             JobKind::Gc => tracing::error!("{reason}"),
         }
-        Ok(())
+        Ok(Ended::Fail(reason))
     }
 
     async fn release(&self, b: &BackupRecord) {
@@ -338,7 +383,7 @@ impl BackupWorker {
         })
     }
 
-    async fn backup(&self, job: &Job, guard: &JobGuard) -> Result<(), CatalogError> {
+    async fn backup(&self, job: &Job, guard: &JobGuard) -> Result<Ended, CatalogError> {
         let c = self.life.catalog();
         let options: Value = job
             .options
@@ -351,7 +396,7 @@ impl BackupWorker {
             // volume or snapshot the request marked busy must be given back.
             Ok(b) => {
                 self.release(&b).await;
-                return Ok(());
+                return Ok(ended_by_status(&b));
             }
             Err(CatalogError::NotFound) => {
                 let source = vbs_catalog::NewBackup {
@@ -364,13 +409,13 @@ impl BackupWorker {
                     ..vbs_catalog::NewBackup::default()
                 };
                 self.life.release_source(&source).await;
-                return Ok(());
+                return Ok(Ended::Fail("The backup was deleted before it ran.".into()));
             }
             Err(e) => return Err(e),
         };
         let result = self.run_backup(&b, &options, guard).await;
         let _ = c.set_backup_progress(&b.id, None).await;
-        match result {
+        let ended = match result {
             Ok(stats) => {
                 let meta = json!({
                     "engine": 1,
@@ -381,27 +426,38 @@ impl BackupWorker {
                     "seconds": stats.seconds,
                 });
                 let done = c
-                    .complete_backup(&b, stats.object_count as i64, &meta.to_string())
+                    .complete_backup(&b, stats.object_count as i64, &meta.to_string(), job.pk)
                     .await?;
-                if !done {
+                if done {
+                    Ended::Recorded
+                } else {
                     // Force-deleted while we wrote: the delete job removes it.
                     tracing::info!(backup = %b.id, "backup finished after it was deleted");
+                    Ended::Fail("The backup was deleted while it ran.".into())
                 }
             }
             Err(EngineError::Cancelled) if guard.lost.load(Ordering::SeqCst) => {
                 // Whoever runs it next needs the source as it is.
                 tracing::warn!(backup = %b.id, "backup stopped: its lease was lost");
-                return Ok(());
+                return Ok(Ended::Recorded);
             }
             Err(EngineError::Cancelled) => {
                 tracing::info!(backup = %b.id, "backup cancelled");
+                Ended::Fail("The backup was deleted while it ran.".into())
             }
             Err(e) => {
-                c.fail_backup(&b, &e.to_string()).await?;
+                let moved = c
+                    .fail_backup(&b, &e.to_string(), job.pk, fail_code(JobKind::Backup))
+                    .await?;
+                if moved {
+                    Ended::Recorded
+                } else {
+                    Ended::Fail(e.to_string())
+                }
             }
-        }
+        };
         self.release(&b).await;
-        Ok(())
+        Ok(ended)
     }
 
     async fn run_backup(
@@ -475,22 +531,25 @@ impl BackupWorker {
         result
     }
 
-    async fn restore(&self, job: &Job, guard: &JobGuard) -> Result<(), CatalogError> {
+    async fn restore(&self, job: &Job, guard: &JobGuard) -> Result<Ended, CatalogError> {
         let c = self.life.catalog();
         let volumes = self.life.volumes();
         let b = match c.get_backup(&job.backup_id, None).await {
             Ok(b) if b.status == "restoring" => b,
-            // Reset or deleted before it started: give the target volume back.
+            // Reset or deleted before it started (or finished by an earlier run, which
+            // recorded how it ended): give the target volume back.
             Ok(_) | Err(CatalogError::NotFound) => {
                 if let Some(v) = &job.volume_id {
                     let _ = volumes.end_restore(v, true).await;
                 }
-                return Ok(());
+                return Ok(Ended::Fail(
+                    "The backup left 'restoring' before the restore ran.".into(),
+                ));
             }
             Err(e) => return Err(e),
         };
         let Some(vid) = job.volume_id.clone() else {
-            return Ok(());
+            return Ok(Ended::Fail("The restore has no target volume.".into()));
         };
         let v = c.get_volume(&vid, None).await?;
         let progress = Arc::new(Progress::default());
@@ -506,7 +565,7 @@ impl BackupWorker {
         watcher.abort();
         if guard.lost.load(Ordering::SeqCst) {
             // Another node restores it now (or will): leave the statuses to it.
-            return Ok(());
+            return Ok(Ended::Recorded);
         }
         let reason;
         let end = match result {
@@ -533,15 +592,17 @@ impl BackupWorker {
                 }
             }
         };
-        c.finish_restore(&b.id, &vid, end).await?;
-        Ok(())
+        c.finish_restore(&b.id, &vid, end, job.pk).await?;
+        Ok(Ended::Recorded)
     }
 
-    async fn delete(&self, job: &Job) -> Result<(), CatalogError> {
+    async fn delete(&self, job: &Job) -> Result<Ended, CatalogError> {
         let c = self.life.catalog();
         match c.get_backup(&job.backup_id, None).await {
             Ok(b) if b.status == "deleting" => {}
-            Ok(_) | Err(CatalogError::NotFound) => return Ok(()),
+            // Gone: this job (or an earlier run of it) deleted it.
+            Err(CatalogError::NotFound) => return Ok(Ended::Success),
+            Ok(b) => return Ok(ended_by_status(&b)),
             Err(e) => return Err(e),
         }
         // The manifest goes first: from then on the backup does not exist, and its
@@ -553,7 +614,7 @@ impl BackupWorker {
                 if c.enqueue_gc().await? {
                     self.life.wake.notify_waiters();
                 }
-                Ok(())
+                Ok(Ended::Success)
             }
             Err(EngineError::Store(e)) => {
                 let reason = format!("The repository is unavailable: {e}");
@@ -563,14 +624,14 @@ impl BackupWorker {
                     "error_deleting",
                     Some(Some(&reason)),
                 )
-                .await
-                .map(|_| ())
+                .await?;
+                Ok(Ended::Fail(reason))
             }
             Err(e) => {
                 let reason = e.to_string();
                 c.set_backup_status(&job.backup_id, &["deleting"], "error", Some(Some(&reason)))
-                    .await
-                    .map(|_| ())
+                    .await?;
+                Ok(Ended::Fail(reason))
             }
         }
     }
@@ -600,7 +661,7 @@ impl BackupWorker {
 
     /// An imported record turns `available` once its data is in the repository and
     /// reads back intact.
-    async fn verify(&self, job: &Job) -> Result<(), CatalogError> {
+    async fn verify(&self, job: &Job) -> Result<Ended, CatalogError> {
         let c = self.life.catalog();
         let outcome = match self.engine.verify(&job.backup_id).await {
             Ok(r) if r.is_intact() => Ok(()),
@@ -614,14 +675,16 @@ impl BackupWorker {
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok(()) => c
-                .set_backup_status(&job.backup_id, &["creating"], "available", Some(None))
-                .await
-                .map(|_| ()),
-            Err(reason) => c
-                .set_backup_status(&job.backup_id, &["creating"], "error", Some(Some(&reason)))
-                .await
-                .map(|_| ()),
+            Ok(()) => {
+                c.set_backup_status(&job.backup_id, &["creating"], "available", Some(None))
+                    .await?;
+                Ok(Ended::Success)
+            }
+            Err(reason) => {
+                c.set_backup_status(&job.backup_id, &["creating"], "error", Some(Some(&reason)))
+                    .await?;
+                Ok(Ended::Fail(reason))
+            }
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct Config {
     /// Seconds a worker's claim on a job lasts unless renewed; a dead worker's jobs
     /// are taken over after this.
     pub job_lease_secs: u64,
+    /// How many times a job is started before work a dying worker keeps interrupting
+    /// is failed (its VBS job then ends `FAIL`).
+    pub job_max_attempts: u32,
     /// Seconds between GCs the scheduler queues (deletes queue one too).
     pub gc_interval_secs: u64,
     /// Seconds between the scheduler's sweeps for work of dead nodes.
@@ -127,6 +130,7 @@ impl Default for Config {
             node_name: None,
             backup_workers: 2,
             job_lease_secs: 30,
+            job_max_attempts: 3,
             gc_interval_secs: 3600,
             scheduler_tick_secs: 10,
             keystone: None,
@@ -168,6 +172,7 @@ const ENV_KEYS: &[&str] = &[
     "node_name",
     "backup_workers",
     "job_lease_secs",
+    "job_max_attempts",
     "gc_interval_secs",
     "scheduler_tick_secs",
     "keystone",

@@ -66,6 +66,7 @@ pub async fn run(
                 node: format!("{node}/{instance}"),
                 concurrency: config.backup_workers,
                 lease,
+                max_attempts: i64::from(config.job_max_attempts.max(1)),
                 ..WorkerOptions::default()
             },
         );

@@ -9,9 +9,43 @@ mod quota;
 mod sharing;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 
 use crate::AppState;
+use crate::call::Call;
+use crate::error::ApiError;
+
+/// [`Call`] for the VBS routes: the same checks, refusals in VBS's envelope (a URL
+/// project other than the token's is `VolumeBackup.0042`, 403).
+pub struct VbsCall(pub Call);
+
+impl std::ops::Deref for VbsCall {
+    type Target = Call;
+    fn deref(&self) -> &Call {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for VbsCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Call::from_request_parts(parts, state).await {
+            Ok(call) => Ok(VbsCall(call)),
+            Err(ApiError::Fault(s, message)) if s == StatusCode::BAD_REQUEST => Err(ApiError::Vbs(
+                "VolumeBackup.0042",
+                format!("{message}: the project in the URL is not the token's."),
+            )),
+            Err(ApiError::Fault(s, _)) if s == StatusCode::NOT_FOUND => Err(ApiError::Vbs(
+                "common.0011",
+                "The resource could not be found.".into(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// The VBS routes. Fixed segments (`cloudbackups/quota`, `…-sharing/detail`,
 /// `…-sharing/count`) are matched before ids by the router itself.
