@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod backup_ops;
+mod cloudbackups;
 mod cluster;
 mod crash;
 mod detail;
