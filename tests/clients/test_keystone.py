@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import openstack
 import pytest
@@ -315,3 +316,76 @@ def test_swift_repository_with_keystone_auth(keystone, keystone_swift, tmp_path)
     for name in names:
         requests.delete(f"{listing_url}/{name}", headers={"X-Auth-Token": token}, timeout=60)
     assert requests.delete(listing_url, headers={"X-Auth-Token": token}, timeout=60).status_code == 204
+
+
+def test_vbs_backup_apis_over_http_with_keystone_tokens(keystone, deployment):
+    """The VBS calls as the VBS SDKs make them: plain HTTP with a real Keystone token.
+    alice backs up a disk through /cloudbackups, follows the job from INIT to SUCCESS,
+    restores it onto another disk (the bytes compared) and deletes it; bob's token sees
+    none of it."""
+    server, _ = deployment
+    alice, bob = keystone["projects"]
+    a_token, b_token = issue_token(keystone, alice), issue_token(keystone, bob)
+    data_dir = Path(server.log_path).parent / "data"
+
+    def call(method, path, token, body=None):
+        headers = {"X-Auth-Token": token, "Content-Type": "application/json"}
+        resp = requests.request(method, f"{server.url}{path}", headers=headers,
+                                data=None if body is None else json.dumps(body), timeout=60)
+        return resp.status_code, (resp.json() if resp.content else None)
+
+    def volume(name):
+        st, body = call("POST", f"/v3/{alice['project_id']}/volumes", a_token,
+                        {"volume": {"size": 1, "name": name}})
+        assert st == 202, body
+        return body["volume"]["id"]
+
+    def follow(job_id):
+        seen = []
+        for _ in range(3000):
+            st, job = call("GET", f"/v1/{alice['project_id']}/jobs/{job_id}", a_token)
+            assert st == 200, job
+            if not seen or seen[-1] != job["status"]:
+                seen.append(job["status"])
+            if job["status"] in ("SUCCESS", "FAIL"):
+                assert set(seen) <= {"INIT", "RUNNING", "SUCCESS"}, (seen, job)
+                return job
+            time.sleep(0.02)
+        pytest.fail(f"job {job_id} never ended")
+
+    src, dst = volume("vbs-src"), volume("vbs-dst")
+    src_img = data_dir / "volumes" / f"{src}.img"
+    rng = random.Random(77)
+    with open(src_img, "r+b") as f:
+        for off in (0, 5 << 20, 600 << 20):
+            f.seek(off)
+            f.write(rng.randbytes(1 << 20))
+    expected = src_img.read_bytes()
+
+    st, body = call("POST", f"/v2/{alice['project_id']}/cloudbackups", a_token,
+                    {"backup": {"volume_id": src, "name": "sdk-style",
+                                "tags": [{"key": "origin", "value": "keystone"}]}})
+    assert st == 200, body
+    job = follow(body["job_id"])
+    assert job["status"] == "SUCCESS" and job["job_type"] == "bksCreateBackup", job
+    backup_id = job["entities"]["backup_id"]
+
+    # bob: not his job, not his backup, not his project.
+    st, body = call("GET", f"/v1/{bob['project_id']}/jobs/{job['job_id']}", b_token)
+    assert (st, body["error"]["code"]) == (404, "common.0011"), body
+    st, body = call("POST", f"/v2/{bob['project_id']}/cloudbackups/{backup_id}", b_token)
+    assert (st, body["error"]["code"]) == (404, "VolumeBackup.0111"), body
+    st, body = call("GET", f"/v1/{alice['project_id']}/jobs/{job['job_id']}", b_token)
+    assert (st, body["error"]["code"]) == (403, "VolumeBackup.0042"), body
+
+    st, body = call("POST", f"/v2/{alice['project_id']}/cloudbackups/{backup_id}/restore", a_token,
+                    {"restore": {"volume_id": dst}})
+    assert st == 200, body
+    assert follow(body["job_id"])["status"] == "SUCCESS"
+    assert (data_dir / "volumes" / f"{dst}.img").read_bytes() == expected
+
+    st, body = call("POST", f"/v2/{alice['project_id']}/cloudbackups/{backup_id}", a_token)
+    assert st == 200, body
+    assert follow(body["job_id"])["status"] == "SUCCESS"
+    st, _ = call("GET", f"/v3/{alice['project_id']}/backups/{backup_id}", a_token)
+    assert st == 404

@@ -43,7 +43,11 @@ pub async fn list_backups_detail(
         .list_records(&call.ctx, req.as_request(&call))
         .await?;
     let mut tags = if call.version.legacy_v2 {
-        v2_tags(&state, list.page.items.iter().map(|b| b.id.clone()).collect()).await?
+        v2_tags(
+            &state,
+            list.page.items.iter().map(|b| b.id.clone()).collect(),
+        )
+        .await?
     } else {
         std::collections::BTreeMap::new()
     };

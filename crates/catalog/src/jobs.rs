@@ -92,7 +92,10 @@ impl NewJob {
 pub enum JobOutcome<'a> {
     Success,
     /// With a VBS error code (`VolumeBackup.0064`, …) and a reason for people.
-    Fail { code: &'a str, reason: &'a str },
+    Fail {
+        code: &'a str,
+        reason: &'a str,
+    },
 }
 
 /// A job as users see it.
@@ -315,7 +318,8 @@ impl Catalog {
             .push(" AND project_id = ")
             .bind(Value::Text(project.into()));
         let row = sql.into_query().fetch_optional(self.pool()).await?;
-        row.as_ref().map_or(Err(CatalogError::NotFound), job_from_row)
+        row.as_ref()
+            .map_or(Err(CatalogError::NotFound), job_from_row)
     }
 
     /// The jobs that are parts of job `id`, oldest first.

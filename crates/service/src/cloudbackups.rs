@@ -59,10 +59,18 @@ fn parse_create(body: &Value) -> Result<CreateBody, Error> {
     };
     let name = match b.get("name") {
         None | Some(Value::Null) => {
-            return Err(Error::vbs("VolumeBackup.0007", "The backup name is missing."));
+            return Err(Error::vbs(
+                "VolumeBackup.0007",
+                "The backup name is missing.",
+            ));
         }
         Some(Value::String(n)) => n,
-        Some(_) => return Err(Error::vbs("VolumeBackup.0004", "The backup name must be a string.")),
+        Some(_) => {
+            return Err(Error::vbs(
+                "VolumeBackup.0004",
+                "The backup name must be a string.",
+            ));
+        }
     };
     if name.is_empty() {
         return Err(Error::vbs(
@@ -160,7 +168,11 @@ fn parse_tags(tags: Option<&Value>) -> Result<Vec<(String, String)>, Error> {
     let items = match tags {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(bad_tag("tags must be a list of {\"key\", \"value\"} objects.")),
+        Some(_) => {
+            return Err(bad_tag(
+                "tags must be a list of {\"key\", \"value\"} objects.",
+            ));
+        }
     };
     if items.len() > MAX_BACKUP_TAGS {
         return Err(Error::vbs(
@@ -168,7 +180,10 @@ fn parse_tags(tags: Option<&Value>) -> Result<Vec<(String, String)>, Error> {
             format!("A backup may carry at most {MAX_BACKUP_TAGS} tags."),
         ));
     }
-    let clean = |s: &str| !s.chars().any(|c| c.is_ascii_control() || TAG_FORBIDDEN.contains(&c));
+    let clean = |s: &str| {
+        !s.chars()
+            .any(|c| c.is_ascii_control() || TAG_FORBIDDEN.contains(&c))
+    };
     let mut out: Vec<(String, String)> = Vec::with_capacity(items.len());
     for item in items {
         let Some(obj) = item.as_object() else {
@@ -230,7 +245,10 @@ impl BackupLifecycle {
             Err(e) => return Err(e),
         };
         if !ctx.can_write() {
-            return Err(coded(Error::Forbidden("backup:create"), "VolumeBackup.0042"));
+            return Err(coded(
+                Error::Forbidden("backup:create"),
+                "VolumeBackup.0042",
+            ));
         }
         let busy = || {
             Error::vbs(
@@ -243,7 +261,11 @@ impl BackupLifecycle {
         };
         let mut snapshot = None;
         if let Some(sid) = &b.snapshot_id {
-            let s = match self.catalog().get_snapshot(sid, Some(&ctx.project_id)).await {
+            let s = match self
+                .catalog()
+                .get_snapshot(sid, Some(&ctx.project_id))
+                .await
+            {
                 Ok(s) if s.volume_id == volume.id => s,
                 Ok(_) | Err(CatalogError::NotFound) => {
                     return Err(malformed(&format!(
@@ -293,7 +315,9 @@ impl BackupLifecycle {
                 ),
             ));
         }
-        self.need_worker().await.map_err(|e| coded(e, "VolumeBackup.0900"))?;
+        self.need_worker()
+            .await
+            .map_err(|e| coded(e, "VolumeBackup.0900"))?;
         // Incremental by default: on the newest available backup of the disk (before
         // the snapshot, when backing up a snapshot); the first one is full.
         let parent = if b.full {
@@ -355,7 +379,10 @@ impl BackupLifecycle {
         let volume_id = restore_volume_id(r)?;
         let b = self.cloud_backup(ctx, backup_id).await?;
         if !ctx.can_write() {
-            return Err(coded(Error::Forbidden("backup:restore"), "VolumeBackup.0042"));
+            return Err(coded(
+                Error::Forbidden("backup:restore"),
+                "VolumeBackup.0042",
+            ));
         }
         if b.status != "available" {
             return Err(Error::vbs(
@@ -403,7 +430,9 @@ impl BackupLifecycle {
                 ),
             ));
         }
-        self.need_worker().await.map_err(|e| coded(e, "VolumeBackup.0900"))?;
+        self.need_worker()
+            .await
+            .map_err(|e| coded(e, "VolumeBackup.0900"))?;
         let (_, job_id) = self
             .start_restore(ctx, &b, Some(&volume_id), None)
             .await
@@ -422,7 +451,10 @@ impl BackupLifecycle {
         }
         let b = self.cloud_backup(ctx, backup_id).await?;
         if !ctx.can_write() {
-            return Err(coded(Error::Forbidden("backup:delete"), "VolumeBackup.0042"));
+            return Err(coded(
+                Error::Forbidden("backup:delete"),
+                "VolumeBackup.0042",
+            ));
         }
         if b.status != "available" && b.status != "error" {
             return Err(Error::vbs(
@@ -464,6 +496,7 @@ fn restore_volume_id(r: &Map<String, Value>) -> Result<String, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 
@@ -481,23 +514,45 @@ mod tests {
     #[test]
     fn create_body_codes_follow_the_catalogue() {
         assert_eq!(code(&json!([])), "VolumeBackup.0002");
-        assert_eq!(code(&json!({"backup": {"volume_id": V}})), "VolumeBackup.0007");
-        assert_eq!(code(&json!({"backup": {"volume_id": V, "name": ""}})), "VolumeBackup.0026");
+        assert_eq!(
+            code(&json!({"backup": {"volume_id": V}})),
+            "VolumeBackup.0007"
+        );
+        assert_eq!(
+            code(&json!({"backup": {"volume_id": V, "name": ""}})),
+            "VolumeBackup.0026"
+        );
         let long = "a".repeat(65);
-        assert_eq!(code(&json!({"backup": {"volume_id": V, "name": long}})), "VolumeBackup.0003");
-        assert_eq!(code(&json!({"backup": {"volume_id": V, "name": "a b"}})), "VolumeBackup.0004");
-        assert_eq!(code(&json!({"backup": {"volume_id": V, "name": "autobk_1"}})), "VolumeBackup.0005");
+        assert_eq!(
+            code(&json!({"backup": {"volume_id": V, "name": long}})),
+            "VolumeBackup.0003"
+        );
+        assert_eq!(
+            code(&json!({"backup": {"volume_id": V, "name": "a b"}})),
+            "VolumeBackup.0004"
+        );
+        assert_eq!(
+            code(&json!({"backup": {"volume_id": V, "name": "autobk_1"}})),
+            "VolumeBackup.0005"
+        );
         assert_eq!(
             code(&json!({"backup": {"volume_id": V, "name": "b", "description": "<x>"}})),
             "VolumeBackup.0006"
         );
         assert_eq!(code(&json!({"backup": {"name": "b"}})), "VolumeBackup.0010");
-        assert_eq!(code(&json!({"backup": {"volume_id": "nope", "name": "b"}})), "VolumeBackup.0011");
         assert_eq!(
-            code(&json!({"backup": {"volume_id": V, "name": "b", "tags": [{"key": "a=b", "value": "v"}]}})),
+            code(&json!({"backup": {"volume_id": "nope", "name": "b"}})),
+            "VolumeBackup.0011"
+        );
+        assert_eq!(
+            code(
+                &json!({"backup": {"volume_id": V, "name": "b", "tags": [{"key": "a=b", "value": "v"}]}})
+            ),
             "VolumeBackup.0049"
         );
-        let many: Vec<Value> = (0..11).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect();
+        let many: Vec<Value> = (0..11)
+            .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+            .collect();
         assert_eq!(
             code(&json!({"backup": {"volume_id": V, "name": "b", "tags": many}})),
             "VolumeBackup.0050"

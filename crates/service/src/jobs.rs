@@ -1,7 +1,7 @@
 //! Jobs as VBS shows them (spec 03 §3): the catalog's work queue seen by the project
 //! that asked for the work. `INIT` while queued, `RUNNING` while a worker holds it,
 //! then `SUCCESS` or `FAIL` with a VBS code; a job whose worker died is taken over or,
-//! after its last attempt, failed (crate::worker), so none stays `RUNNING`.
+//! after its last attempt, failed (`crate::worker`), so none stays `RUNNING`.
 
 use serde_json::{Map, Value};
 use vbs_catalog::{CatalogError, JobKind, JobRecord};

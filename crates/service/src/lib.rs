@@ -5,8 +5,8 @@
 mod backups;
 mod cloudbackups;
 mod context;
-mod jobs;
 mod error;
+mod jobs;
 mod lease;
 mod lifecycle;
 mod manage;
@@ -19,10 +19,10 @@ mod volumes;
 mod worker;
 
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
+pub use cloudbackups::quota_code;
 pub use context::{Context, Role};
 pub use error::Error;
 pub use jobs::{JobView, job_entities, job_status, job_type};
-pub use cloudbackups::quota_code;
 pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;

@@ -59,7 +59,7 @@ fn job(
     backup_id: &str,
     volume_id: Option<&str>,
     options: Option<Value>,
-    entities: Value,
+    entities: &Value,
 ) -> NewJob {
     NewJob {
         volume_id: volume_id.map(str::to_owned),
@@ -195,7 +195,7 @@ impl BackupLifecycle {
                         &b.id,
                         None,
                         None,
-                        json!({"backup_id": b.id}),
+                        &json!({"backup_id": b.id}),
                     ))
                     .await?;
                 }
@@ -385,7 +385,7 @@ impl BackupLifecycle {
             &id,
             Some(&volume.id),
             Some(options),
-            entities,
+            &entities,
         );
         let created = self.catalog.create_backup(&record, &new_job).await;
         if let Err(e) = created {
@@ -510,7 +510,7 @@ impl BackupLifecycle {
             &b.id,
             None,
             None,
-            json!({"backup_id": b.id}),
+            &json!({"backup_id": b.id}),
         );
         match self.catalog.begin_backup_delete(&b.id, from, &delete).await {
             Ok(DeleteStart::Started) => {}
@@ -585,7 +585,7 @@ impl BackupLifecycle {
                 &b.id,
                 Some(v),
                 Some(options.clone()),
-                json!({"backup_id": b.id, "volume_id": v}),
+                &json!({"backup_id": b.id, "volume_id": v}),
             )
         };
         let (volume_id, volume_name, refused, job_id) = match volume_id {
@@ -834,7 +834,7 @@ impl BackupLifecycle {
                     &id,
                     None,
                     None,
-                    json!({"backup_id": id}),
+                    &json!({"backup_id": id}),
                 ),
             )
             .await

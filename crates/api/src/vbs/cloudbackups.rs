@@ -31,7 +31,7 @@ fn body(bytes: &Bytes, code: &'static str) -> Result<Value, ApiError> {
         .map_err(|_| ApiError::Vbs(code, "The request body is not valid JSON.".into()))
 }
 
-fn job_id(id: String) -> Response {
+fn job_id(id: &str) -> Response {
     json_response(&json!({ "job_id": id }))
 }
 
@@ -43,7 +43,7 @@ async fn create_cloudbackup(
 ) -> Result<Response, ApiError> {
     let body = body(&bytes, "VolumeBackup.0002")?;
     let id = state.lifecycle.cloud_create(&call.ctx, &body).await?;
-    Ok(job_id(id))
+    Ok(job_id(&id))
 }
 
 /// `POST /v2/{project_id}/cloudbackups/{backup_id}/restore` → 200 `{"job_id"}`.
@@ -57,7 +57,7 @@ async fn restore_cloudbackup(
         .lifecycle
         .cloud_restore(&call.ctx, call.path_param("backup_id"), &body)
         .await?;
-    Ok(job_id(id))
+    Ok(job_id(&id))
 }
 
 /// `POST /v2/{project_id}/cloudbackups/{backup_id}` (deprecated delete) → 200
@@ -70,5 +70,5 @@ async fn delete_cloudbackup(
         .lifecycle
         .cloud_delete(&call.ctx, call.path_param("backup_id"))
         .await?;
-    Ok(job_id(id))
+    Ok(job_id(&id))
 }

@@ -69,24 +69,24 @@ pub fn status_of(code: &str) -> StatusCode {
         "AutoBackup.0002" | "AutoBackup.0003" | "AutoBackup.0005" => StatusCode::UNAUTHORIZED,
         // Quotas.
         "VolumeBackup.0071" | "VolumeBackup.0072" | "VolumeBackup.0073" | "VolumeBackup.0074"
-        | "VolumeBackup.0075" | "VolumeBackup.0076" | "VolumeBackup.0077"
-        | "VolumeBackup.0078" | "VolumeBackup.0079" | "VolumeBackup.0080"
-        | "VolumeBackup.0081" | "VolumeBackup.0082" | "VolumeBackup.0083"
-        | "VolumeBackup.0084" | "AutoBackup.0217" | "AutoBackup.0218" => {
+        | "VolumeBackup.0075" | "VolumeBackup.0076" | "VolumeBackup.0077" | "VolumeBackup.0078"
+        | "VolumeBackup.0079" | "VolumeBackup.0080" | "VolumeBackup.0081" | "VolumeBackup.0082"
+        | "VolumeBackup.0083" | "VolumeBackup.0084" | "AutoBackup.0217" | "AutoBackup.0218" => {
             StatusCode::PAYLOAD_TOO_LARGE
         }
         "VolumeBackup.0900" => StatusCode::SERVICE_UNAVAILABLE,
         // Our own failures.
         "VolumeBackup.0008" | "VolumeBackup.0009" | "VolumeBackup.0014" | "VolumeBackup.0041"
-        | "VolumeBackup.0043" | "VolumeBackup.0070" | "VolumeBackup.0100"
-        | "VolumeBackup.0103" | "VolumeBackup.0104" | "VolumeBackup.0109"
-        | "VolumeBackup.0110" | "VolumeBackup.0123" | "VolumeBackup.0125"
-        | "AutoBackup.0009" | "AutoBackup.0208" | "AutoBackup.1300" | "AutoBackup.1700"
-        | "AutoBackup.9002" => StatusCode::INTERNAL_SERVER_ERROR,
+        | "VolumeBackup.0043" | "VolumeBackup.0070" | "VolumeBackup.0100" | "VolumeBackup.0103"
+        | "VolumeBackup.0104" | "VolumeBackup.0109" | "VolumeBackup.0110" | "VolumeBackup.0123"
+        | "VolumeBackup.0125" | "AutoBackup.0009" | "AutoBackup.0208" | "AutoBackup.1300"
+        | "AutoBackup.1700" | "AutoBackup.9002" => StatusCode::INTERNAL_SERVER_ERROR,
         c if (c.starts_with("VolumeBackup.00") && c.len() == 17 && {
             // .0017–.0030 and .0035–.0039: lookups and sub-steps that failed on our side.
             let n: u32 = c[13..].parse().unwrap_or(0);
-            (17..=20).contains(&n) || (22..=25).contains(&n) || (27..=30).contains(&n)
+            (17..=20).contains(&n)
+                || (22..=25).contains(&n)
+                || (27..=30).contains(&n)
                 || (35..=39).contains(&n)
         }) =>
         {
@@ -105,12 +105,24 @@ mod tests {
         assert_eq!(status_of("VolumeBackup.0011"), StatusCode::BAD_REQUEST);
         assert_eq!(status_of("VolumeBackup.0021"), StatusCode::NOT_FOUND);
         assert_eq!(status_of("common.0011"), StatusCode::NOT_FOUND);
-        assert_eq!(status_of("VolumeBackup.0080"), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(status_of("VolumeBackup.0081"), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(status_of("VolumeBackup.0027"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of("VolumeBackup.0080"),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status_of("VolumeBackup.0081"),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status_of("VolumeBackup.0027"),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         assert_eq!(status_of("VolumeBackup.0026"), StatusCode::BAD_REQUEST);
         assert_eq!(status_of("VolumeBackup.0040"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of("VolumeBackup.0900"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of("VolumeBackup.0900"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(status_of("AutoBackup.0205"), StatusCode::NOT_FOUND);
         assert_eq!(status_of("AutoBackup.0002"), StatusCode::UNAUTHORIZED);
     }

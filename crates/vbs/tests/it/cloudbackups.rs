@@ -2,7 +2,11 @@
 //! v2 write routes (§1): real backups and restores followed from `INIT` to `SUCCESS`
 //! through their jobs and compared byte for byte, every `VolumeBackup.*` code these
 //! endpoints give, and a job ending `FAIL` when its worker is killed mid-run.
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::many_single_char_names
+)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,8 +61,12 @@ impl<'a> Vbs<'a> {
     }
 
     async fn job(&self, id: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, &format!("/v1/{}/jobs/{id}", self.project), None)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/{}/jobs/{id}", self.project),
+            None,
+        )
+        .await
     }
 
     /// Polls a job until it is `SUCCESS` or `FAIL`; returns it and the statuses seen.
@@ -123,7 +131,9 @@ fn assert_code(got: &(StatusCode, Value), status: u16, code: &str) {
     assert_eq!(st.as_u16(), status, "{b}");
     assert_eq!(b["error"]["code"], code, "{b}");
     assert!(
-        b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{b}"
     );
     assert_eq!(b.as_object().unwrap().len(), 1, "{b}");
@@ -180,8 +190,18 @@ async fn backup_restore_delete_through_jobs(b: Backend) {
     // The native API sees the same backup; the v2 view shows its tags.
     let bk = a.backup(&first).await;
     assert_eq!(
-        (&bk["status"], &bk["name"], &bk["description"], &bk["is_incremental"]),
-        (&json!("available"), &json!("daily-1"), &json!("first"), &json!(false)),
+        (
+            &bk["status"],
+            &bk["name"],
+            &bk["description"],
+            &bk["is_incremental"]
+        ),
+        (
+            &json!("available"),
+            &json!("daily-1"),
+            &json!("first"),
+            &json!(false)
+        ),
         "{bk}"
     );
     let (st, v2) = a
@@ -196,7 +216,10 @@ async fn backup_restore_delete_through_jobs(b: Backend) {
     // Later backups are incremental by default; FullBackup forces a full one.
     image::mutate(&src_file, 6 * MIB, 16, 13);
     let job = a
-        .job_of("", Some(json!({"backup": {"volume_id": src, "name": "daily-2"}})))
+        .job_of(
+            "",
+            Some(json!({"backup": {"volume_id": src, "name": "daily-2"}})),
+        )
         .await;
     let (j, _) = a.wait_job(&job).await;
     assert_eq!(j["status"], "SUCCESS", "{j}");
@@ -224,7 +247,10 @@ async fn backup_restore_delete_through_jobs(b: Backend) {
     let (j, _) = a.wait_job(&job).await;
     assert_eq!(j["status"], "SUCCESS", "{j}");
     assert_eq!(j["job_type"], "bksRestoreBackup");
-    assert_eq!(j["entities"], json!({"backup_id": first, "volume_id": target}));
+    assert_eq!(
+        j["entities"],
+        json!({"backup_id": first, "volume_id": target})
+    );
     assert_same(&volume_file(&s, &target), &expected, 1 << 30);
     assert_eq!(a.backup(&first).await["status"], "available");
 
@@ -256,7 +282,14 @@ async fn backup_restore_delete_through_jobs(b: Backend) {
             .contains(&format!("/v2/{PA}/backups/{v2_id}")),
         "{created}"
     );
-    wait_status(&s, &format!("/v3/{PA}/backups/{v2_id}"), &a.token, "backup", "available").await;
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/backups/{v2_id}"),
+        &a.token,
+        "backup",
+        "available",
+    )
+    .await;
     let (st, r) = a
         .call(
             Method::POST,
@@ -266,9 +299,22 @@ async fn backup_restore_delete_through_jobs(b: Backend) {
         .await;
     assert_eq!(st, 202, "{r}");
     assert_eq!(r["restore"]["volume_id"], target);
-    wait_status(&s, &format!("/v3/{PA}/volumes/{target}"), &a.token, "volume", "available")
-        .await;
-    wait_status(&s, &format!("/v3/{PA}/backups/{v2_id}"), &a.token, "backup", "available").await;
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/volumes/{target}"),
+        &a.token,
+        "volume",
+        "available",
+    )
+    .await;
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/backups/{v2_id}"),
+        &a.token,
+        "backup",
+        "available",
+    )
+    .await;
     let (st, _) = a
         .call(Method::DELETE, &format!("/v2/{PA}/backups/{v2_id}"), None)
         .await;
@@ -290,32 +336,152 @@ async fn error_codes(b: Backend) {
 
     // Body and field rules.
     let raw = s
-        .call(Method::POST, &format!("/v2/{PA}/cloudbackups"), Some(&a.token), None, Some(&json!("x")))
+        .call(
+            Method::POST,
+            &format!("/v2/{PA}/cloudbackups"),
+            Some(&a.token),
+            None,
+            Some(&json!("x")),
+        )
         .await;
     assert_code(&raw, 400, "VolumeBackup.0002");
-    assert_code(&a.cloud("", Some(json!({"nobackup": {}}))).await, 400, "VolumeBackup.0002");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol})))).await, 400, "VolumeBackup.0007");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": ""})))).await, 400, "VolumeBackup.0026");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "n".repeat(65)})))).await, 400, "VolumeBackup.0003");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "a.b"})))).await, 400, "VolumeBackup.0004");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "Autobk1"})))).await, 400, "VolumeBackup.0005");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "description": "a<b"})))).await, 400, "VolumeBackup.0006");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "description": "d".repeat(65)})))).await, 400, "VolumeBackup.0006");
-    assert_code(&a.cloud("", Some(create(json!({"name": "b"})))).await, 400, "VolumeBackup.0010");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": "", "name": "b"})))).await, 400, "VolumeBackup.0010");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": "disk-1", "name": "b"})))).await, 400, "VolumeBackup.0011");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "tags": [{"key": "k/1", "value": "v"}]})))).await, 400, "VolumeBackup.0049");
+    assert_code(
+        &a.cloud("", Some(json!({"nobackup": {}}))).await,
+        400,
+        "VolumeBackup.0002",
+    );
+    assert_code(
+        &a.cloud("", Some(create(json!({"volume_id": vol})))).await,
+        400,
+        "VolumeBackup.0007",
+    );
+    assert_code(
+        &a.cloud("", Some(create(json!({"volume_id": vol, "name": ""}))))
+            .await,
+        400,
+        "VolumeBackup.0026",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(json!({"volume_id": vol, "name": "n".repeat(65)}))),
+        )
+        .await,
+        400,
+        "VolumeBackup.0003",
+    );
+    assert_code(
+        &a.cloud("", Some(create(json!({"volume_id": vol, "name": "a.b"}))))
+            .await,
+        400,
+        "VolumeBackup.0004",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(json!({"volume_id": vol, "name": "Autobk1"}))),
+        )
+        .await,
+        400,
+        "VolumeBackup.0005",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(
+                json!({"volume_id": vol, "name": "b", "description": "a<b"}),
+            )),
+        )
+        .await,
+        400,
+        "VolumeBackup.0006",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(
+                json!({"volume_id": vol, "name": "b", "description": "d".repeat(65)}),
+            )),
+        )
+        .await,
+        400,
+        "VolumeBackup.0006",
+    );
+    assert_code(
+        &a.cloud("", Some(create(json!({"name": "b"})))).await,
+        400,
+        "VolumeBackup.0010",
+    );
+    assert_code(
+        &a.cloud("", Some(create(json!({"volume_id": "", "name": "b"}))))
+            .await,
+        400,
+        "VolumeBackup.0010",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(json!({"volume_id": "disk-1", "name": "b"}))),
+        )
+        .await,
+        400,
+        "VolumeBackup.0011",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(
+                json!({"volume_id": vol, "name": "b", "tags": [{"key": "k/1", "value": "v"}]}),
+            )),
+        )
+        .await,
+        400,
+        "VolumeBackup.0049",
+    );
     assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "tags": [{"key": "k", "value": "v".repeat(44)}]})))).await, 400, "VolumeBackup.0049");
-    let many: Vec<Value> = (0..11).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect();
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "tags": many})))).await, 400, "VolumeBackup.0050");
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": vol, "name": "b", "extend_param": {"FullBackup": "maybe"}})))).await, 400, "VolumeBackup.0002");
+    let many: Vec<Value> = (0..11)
+        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+        .collect();
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(json!({"volume_id": vol, "name": "b", "tags": many}))),
+        )
+        .await,
+        400,
+        "VolumeBackup.0050",
+    );
+    assert_code(
+        &a.cloud(
+            "",
+            Some(create(
+                json!({"volume_id": vol, "name": "b", "extend_param": {"FullBackup": "maybe"}}),
+            )),
+        )
+        .await,
+        400,
+        "VolumeBackup.0002",
+    );
 
     // The disk: missing, another project's, in a bad state, busy.
     let unknown = "0000dead-0000-4000-8000-000000000000";
-    assert_code(&a.cloud("", Some(create(json!({"volume_id": unknown, "name": "b"})))).await, 404, "VolumeBackup.0021");
-    assert_code(&other.cloud("", Some(ok("b"))).await, 404, "VolumeBackup.0021");
+    assert_code(
+        &a.cloud("", Some(create(json!({"volume_id": unknown, "name": "b"}))))
+            .await,
+        404,
+        "VolumeBackup.0021",
+    );
+    assert_code(
+        &other.cloud("", Some(ok("b"))).await,
+        404,
+        "VolumeBackup.0021",
+    );
     let reader = Vbs::new(&s, format!("userr:{PA}:reader"), PA);
-    assert_code(&reader.cloud("", Some(ok("b"))).await, 403, "VolumeBackup.0042");
+    assert_code(
+        &reader.cloud("", Some(ok("b"))).await,
+        403,
+        "VolumeBackup.0042",
+    );
     a.reset(&admin, "volumes", &vol, "error").await;
     assert_code(&a.cloud("", Some(ok("b"))).await, 400, "VolumeBackup.0012");
     a.reset(&admin, "volumes", &vol, "backing-up").await;
@@ -330,40 +496,111 @@ async fn error_codes(b: Backend) {
         assert_eq!(j["status"], "SUCCESS", "{j}");
         ids.push(j["entities"]["backup_id"].as_str().unwrap().to_owned());
     }
-    assert_code(&a.cloud("", Some(ok("b21"))).await, 400, "VolumeBackup.0040");
+    assert_code(
+        &a.cloud("", Some(ok("b21"))).await,
+        400,
+        "VolumeBackup.0040",
+    );
 
     // Restore: body, ids, the backup, the disk.
     let newest = ids.last().unwrap().clone();
     let small = a.volume(1, "small").await;
     let target = a.volume(2, "target").await;
     let restore = |v: &str| Some(json!({"restore": {"volume_id": v}}));
-    assert_code(&a.cloud(&format!("/{newest}/restore"), Some(json!({"x": 1}))).await, 400, "VolumeBackup.0210");
-    assert_code(&a.cloud(&format!("/{newest}/restore"), Some(json!({"restore": {}}))).await, 400, "VolumeBackup.0208");
-    assert_code(&a.cloud(&format!("/{newest}/restore"), restore("disk-2")).await, 400, "VolumeBackup.0208");
-    assert_code(&a.cloud("/not-a-uuid/restore", restore(&target)).await, 400, "VolumeBackup.0204");
-    assert_code(&a.cloud(&format!("/{unknown}/restore"), restore(&target)).await, 404, "VolumeBackup.0111");
-    assert_code(&other.cloud(&format!("/{newest}/restore"), restore(&target)).await, 404, "VolumeBackup.0111");
-    assert_code(&a.cloud(&format!("/{newest}/restore"), restore(unknown)).await, 404, "VolumeBackup.0207");
-    assert_code(&a.cloud(&format!("/{newest}/restore"), restore(&small)).await, 400, "VolumeBackup.0209");
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), Some(json!({"x": 1})))
+            .await,
+        400,
+        "VolumeBackup.0210",
+    );
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), Some(json!({"restore": {}})))
+            .await,
+        400,
+        "VolumeBackup.0208",
+    );
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), restore("disk-2"))
+            .await,
+        400,
+        "VolumeBackup.0208",
+    );
+    assert_code(
+        &a.cloud("/not-a-uuid/restore", restore(&target)).await,
+        400,
+        "VolumeBackup.0204",
+    );
+    assert_code(
+        &a.cloud(&format!("/{unknown}/restore"), restore(&target))
+            .await,
+        404,
+        "VolumeBackup.0111",
+    );
+    assert_code(
+        &other
+            .cloud(&format!("/{newest}/restore"), restore(&target))
+            .await,
+        404,
+        "VolumeBackup.0111",
+    );
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), restore(unknown))
+            .await,
+        404,
+        "VolumeBackup.0207",
+    );
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), restore(&small))
+            .await,
+        400,
+        "VolumeBackup.0209",
+    );
     for (status, code) in [
         ("error", "VolumeBackup.0202"),
         ("backing-up", "VolumeBackup.0206"),
         ("maintenance", "VolumeBackup.0205"),
     ] {
         a.reset(&admin, "volumes", &target, status).await;
-        assert_code(&a.cloud(&format!("/{newest}/restore"), restore(&target)).await, 400, code);
+        assert_code(
+            &a.cloud(&format!("/{newest}/restore"), restore(&target))
+                .await,
+            400,
+            code,
+        );
     }
     a.reset(&admin, "volumes", &target, "available").await;
     a.reset(&admin, "backups", &newest, "error").await;
-    assert_code(&a.cloud(&format!("/{newest}/restore"), restore(&target)).await, 400, "VolumeBackup.0089");
+    assert_code(
+        &a.cloud(&format!("/{newest}/restore"), restore(&target))
+            .await,
+        400,
+        "VolumeBackup.0089",
+    );
 
     // Delete: the native rules in VBS's envelope.
-    assert_code(&a.cloud(&format!("/{unknown}"), None).await, 404, "VolumeBackup.0111");
-    assert_code(&a.cloud("/not-a-uuid", None).await, 400, "VolumeBackup.0105");
-    let (st, chained) = a.native(Method::GET, &format!("backups/{}", ids[0]), None).await;
+    assert_code(
+        &a.cloud(&format!("/{unknown}"), None).await,
+        404,
+        "VolumeBackup.0111",
+    );
+    assert_code(
+        &a.cloud("/not-a-uuid", None).await,
+        400,
+        "VolumeBackup.0105",
+    );
+    let (st, chained) = a
+        .native(Method::GET, &format!("backups/{}", ids[0]), None)
+        .await;
     assert_eq!(st, 200);
-    assert_eq!(chained["backup"]["has_dependent_backups"], true, "{chained}");
-    assert_code(&a.cloud(&format!("/{}", ids[0]), None).await, 400, "VolumeBackup.0089");
+    assert_eq!(
+        chained["backup"]["has_dependent_backups"], true,
+        "{chained}"
+    );
+    assert_code(
+        &a.cloud(&format!("/{}", ids[0]), None).await,
+        400,
+        "VolumeBackup.0089",
+    );
 
     // Jobs are the asking project's.
     let job = a.job_of(&format!("/{newest}"), None).await;
@@ -372,7 +609,13 @@ async fn error_codes(b: Backend) {
     assert_code(&a.job("no-such-job").await, 404, "common.0011");
     // A URL project other than the token's.
     let (st, bad) = s
-        .call(Method::GET, &format!("/v1/{PB}/jobs/{job}"), Some(&a.token), None, None)
+        .call(
+            Method::GET,
+            &format!("/v1/{PB}/jobs/{job}"),
+            Some(&a.token),
+            None,
+            None,
+        )
         .await;
     assert_code(&(st, bad), 403, "VolumeBackup.0042");
 }
@@ -395,9 +638,10 @@ async fn no_worker_is_unavailable() {
 /// With `job_max_attempts = 1`, a backup whose process is killed while it runs is not
 /// started again: its job ends `FAIL` with `VolumeBackup.0064` and a reason, the backup
 /// `error`, and the disk is given back. (With the default of 3 attempts the backup is
-/// run again instead: crate::crash.)
+/// run again instead: `crate::crash`.)
 async fn killed_worker_fails_the_job(b: Backend) {
-    let config = std::env::temp_dir().join(format!("vbs-it-{}.toml", uuid::Uuid::new_v4().simple()));
+    let config =
+        std::env::temp_dir().join(format!("vbs-it-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&config, "job_max_attempts = 1\njob_lease_secs = 1\n").unwrap();
     let mut s = Server::start_with(b, &[], &["--config", config.to_str().unwrap()]);
     let a = Vbs::new(&s, token("usera", PA), PA);
@@ -407,7 +651,10 @@ async fn killed_worker_fails_the_job(b: Backend) {
     let mut killed = None;
     for attempt in 0..5 {
         let job = a
-            .job_of("", Some(json!({"backup": {"volume_id": vol, "name": format!("k{attempt}")}})))
+            .job_of(
+                "",
+                Some(json!({"backup": {"volume_id": vol, "name": format!("k{attempt}")}})),
+            )
             .await;
         // Kill as soon as the worker holds it.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -439,7 +686,14 @@ async fn killed_worker_fails_the_job(b: Backend) {
     let id = j["entities"]["backup_id"].as_str().unwrap();
     let bk = a.backup(id).await;
     assert_eq!(bk["status"], "error", "{bk}");
-    wait_status(&s, &format!("/v3/{PA}/volumes/{vol}"), &a.token, "volume", "available").await;
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/volumes/{vol}"),
+        &a.token,
+        "volume",
+        "available",
+    )
+    .await;
     let _ = std::fs::remove_file(config);
 }
 both!(killed_worker_fails_the_job);
