@@ -36,6 +36,9 @@ pub struct NewBackup {
     pub metadata: BTreeMap<String, String>,
     /// VBS tags, kept apart from Cinder's metadata.
     pub tags: BTreeMap<String, String>,
+    /// The policy run task this backup is for, recorded with it (its key refuses a
+    /// second backup of the disk for the same slot: [`CatalogError::AlreadyExists`]).
+    pub policy_task: Option<crate::PolicyTaskRef>,
 }
 
 /// The volume a restore writes.
@@ -168,6 +171,26 @@ impl Catalog {
             .bind(text(&b.id));
         exec(&mut tx, sql).await?;
         insert_metadata(&mut tx, "backup_tags", "backup_id", &b.id, &b.tags).await?;
+        if let Some(t) = &b.policy_task {
+            let task = crate::PolicyTask {
+                id: t.id.clone(),
+                policy_id: t.policy_id.clone(),
+                slot: t.slot,
+                volume_id: b.volume_id.clone(),
+                run_job_id: t.run_job_id.clone(),
+                status: "RUNNING".into(),
+                message: None,
+                backup_id: Some(b.id.clone()),
+                backup_name: b.display_name.clone(),
+                vbs_job_id: Some(job.id.clone()),
+                created_at: now,
+                finished_at: None,
+                job_state: None,
+                job_outcome: None,
+                job_finished_at: None,
+            };
+            exec(&mut tx, crate::policies::task_insert(&task)).await?;
+        }
         if let Some(parent) = &b.parent_id {
             // Only onto a parent still `available`: a delete that won the race leaves
             // it `deleting`, and this backup must not name it. The row-local condition
@@ -328,6 +351,7 @@ impl Catalog {
         let moved = exec(&mut tx, moving).await? == 1;
         if moved {
             exec(&mut tx, outcome_sql(job, outcome)).await?;
+            exec(&mut tx, crate::policies::task_outcome_sql(job)).await?;
         }
         let release = release_source(&b.id, &b.volume_id, b.snapshot_id.as_deref());
         exec(&mut tx, release).await?;

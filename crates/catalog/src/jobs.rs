@@ -28,6 +28,9 @@ pub enum JobKind {
     Verify,
     /// Sweep packs no manifest names (no backup: `backup_id` is empty).
     Gc,
+    /// Back up the disks of a backup policy for one slot (no backup: `backup_id` is
+    /// empty; the policy and slot are in the options).
+    PolicyRun,
 }
 
 impl JobKind {
@@ -38,6 +41,7 @@ impl JobKind {
             Self::Delete => "delete",
             Self::Verify => "verify",
             Self::Gc => "gc",
+            Self::PolicyRun => "policy_run",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -47,6 +51,7 @@ impl JobKind {
             "delete" => Some(Self::Delete),
             "verify" => Some(Self::Verify),
             "gc" => Some(Self::Gc),
+            "policy_run" => Some(Self::PolicyRun),
             _ => None,
         }
     }
@@ -166,6 +171,8 @@ pub(crate) fn outcome_sql(pk: i64, outcome: JobOutcome<'_>) -> Sql {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub pk: i64,
+    /// Its public id (none for GC).
+    pub id: Option<String>,
     pub kind: JobKind,
     pub backup_id: String,
     pub volume_id: Option<String>,
@@ -228,7 +235,7 @@ impl Catalog {
         if self.dialect() == Dialect::Postgres {
             sql.push(" FOR UPDATE SKIP LOCKED");
         }
-        sql.push(") RETURNING pk, kind, backup_id, volume_id, options, attempts");
+        sql.push(") RETURNING pk, kind, backup_id, volume_id, options, attempts, id");
         let row = sql
             .into_query()
             .fetch_optional(self.pool())
@@ -244,6 +251,7 @@ impl Catalog {
             volume_id: row.try_get(3)?,
             options: row.try_get(4)?,
             attempts: row.try_get(5)?,
+            id: row.try_get(6)?,
         }))
     }
 
@@ -291,7 +299,14 @@ impl Catalog {
             .bind(Value::Int(pk))
             .push(" AND worker = ")
             .bind(Value::Text(worker.into()));
-        Ok(self.execute(sql).await? == 1)
+        // A policy backup's task ends with its job.
+        let mut tx = self.begin().await?;
+        let done = crate::write::exec(&mut tx, sql).await? == 1;
+        if done {
+            crate::write::exec(&mut tx, crate::policies::task_outcome_sql(pk)).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Gives a claimed job back to the queue (its worker lost what made the work safe

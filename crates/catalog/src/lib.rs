@@ -13,6 +13,7 @@ mod import;
 mod import_sqlite;
 mod jobs;
 mod migrate;
+mod policies;
 mod read;
 mod snapshots;
 pub mod ts;
@@ -34,6 +35,10 @@ pub use backups::{
 pub use cluster::{LockMode, NodeRecord};
 pub use import::{ImportError, ImportStats};
 pub use jobs::{Job, JobKind, JobOutcome, JobRecord, NewJob};
+pub use policies::{
+    AssociateRefused, PolicyBackup, PolicyRecord, PolicyResource, PolicyTask, PolicyTaskRef,
+    TaskQuery,
+};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,

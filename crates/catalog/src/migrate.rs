@@ -39,6 +39,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "job face",
         include_str!("../migrations/sqlite/0006_job_face.sql"),
     ),
+    (
+        9,
+        "policies",
+        include_str!("../migrations/sqlite/0009_policies.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -70,6 +75,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "job face",
         include_str!("../migrations/postgres/0006_job_face.sql"),
+    ),
+    (
+        9,
+        "policies",
+        include_str!("../migrations/postgres/0009_policies.sql"),
     ),
 ];
 

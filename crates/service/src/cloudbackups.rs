@@ -346,6 +346,8 @@ impl BackupLifecycle {
                     metadata: BTreeMap::new(),
                     force: true,
                     tags: b.tags.into_iter().collect(),
+                    policy_task: None,
+                    parent_job: None,
                 },
             )
             .await

@@ -24,6 +24,7 @@ pub fn job_type(kind: JobKind) -> &'static str {
         JobKind::Delete => "bksDeleteBackup",
         JobKind::Verify => "bksImportBackup",
         JobKind::Gc => "bksCollectGarbage",
+        JobKind::PolicyRun => "bksPolicyBackup",
     }
 }
 

@@ -3,6 +3,7 @@
 //! catalog queries and volume-pool file work.
 
 mod backups;
+mod clock;
 mod cloudbackups;
 mod context;
 mod error;
@@ -11,6 +12,8 @@ mod lease;
 mod lifecycle;
 mod manage;
 mod microversion;
+mod policies;
+pub mod policy_time;
 mod scheduler;
 pub mod schema;
 mod snapshots;
@@ -20,8 +23,13 @@ mod worker;
 
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
 pub use cloudbackups::quota_code;
+pub use clock::Clock;
 pub use context::{Context, Role};
 pub use error::Error;
+pub use policies::{
+    MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
+    task_status,
+};
 pub use jobs::{JobView, job_entities, job_status, job_type};
 pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};

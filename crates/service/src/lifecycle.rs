@@ -17,7 +17,7 @@ use vbs_catalog::{
 
 use crate::schema::{self, fail};
 use crate::volumes::{invalid_volume, restore_target_busy};
-use crate::{Context, Error, Microversion, VolumeService};
+use crate::{Clock, Context, Error, Microversion, VolumeService};
 
 /// What `backup_service` says in exported records.
 pub const BACKUP_SERVICE: &str = "vbs.backup.repository";
@@ -34,6 +34,8 @@ pub struct BackupLifecycle {
     /// Wakes the workers when a job is queued.
     pub(crate) wake: Arc<Notify>,
     host: String,
+    /// The time backup policies go by.
+    clock: Clock,
 }
 
 /// The answer to a restore request.
@@ -83,6 +85,10 @@ pub(crate) struct StartBackup {
     pub force: bool,
     /// VBS tags (`/cloudbackups`), stored with the record.
     pub tags: BTreeMap<String, String>,
+    /// The policy run task it is for, recorded with it.
+    pub policy_task: Option<vbs_catalog::PolicyTaskRef>,
+    /// The job it is a part of (a policy run).
+    pub parent_job: Option<String>,
 }
 
 /// A backup that started: its record (`creating`) and its job's public id.
@@ -99,7 +105,20 @@ impl BackupLifecycle {
             workers: Arc::default(),
             wake: Arc::new(Notify::new()),
             host,
+            clock: Clock::System,
         }
+    }
+
+    /// The same lifecycle going by `clock` for backup policies.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by the policies' clock (µs since the epoch).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -131,7 +150,7 @@ impl BackupLifecycle {
         ))
     }
 
-    async fn enqueued(&self) {
+    pub(crate) async fn enqueued(&self) {
         self.wake.notify_waiters();
     }
 
@@ -310,6 +329,8 @@ impl BackupLifecycle {
                 metadata: b.metadata,
                 force: b.force,
                 tags: BTreeMap::new(),
+                policy_task: None,
+                parent_job: None,
             },
         )
         .await
@@ -367,6 +388,7 @@ impl BackupLifecycle {
             data_timestamp: snapshot.as_ref().map(|s| s.created_at),
             metadata: start.metadata.clone(),
             tags: start.tags.clone(),
+            policy_task: start.policy_task.clone(),
             ..NewBackup::default()
         };
         let options = json!({
@@ -379,14 +401,17 @@ impl BackupLifecycle {
             "snapshot_id": record.snapshot_id,
             "bks_create_volume_name": record.display_name,
         });
-        let new_job = job(
-            JobKind::Backup,
-            &ctx.project_id,
-            &id,
-            Some(&volume.id),
-            Some(options),
-            &entities,
-        );
+        let new_job = NewJob {
+            parent_id: start.parent_job.clone(),
+            ..job(
+                JobKind::Backup,
+                &ctx.project_id,
+                &id,
+                Some(&volume.id),
+                Some(options),
+                &entities,
+            )
+        };
         let created = self.catalog.create_backup(&record, &new_job).await;
         if let Err(e) = created {
             self.release_source(&record).await;

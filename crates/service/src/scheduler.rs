@@ -2,7 +2,9 @@
 //! tick it sweeps backups whose work vanished with a dead node (failed, given back or
 //! deleted again, never left transitional), queues a repository GC every
 //! `gc_interval` (a crashed writer's packs are swept even without deletes), and
-//! forgets old job history. Any number of nodes may run it: each step is idempotent.
+//! forgets old job history, and fires the backup policies' due slots (each exactly
+//! once: the claim is a row in the catalog). Any number of nodes may run it: each step
+//! is idempotent.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,8 @@ pub struct SchedulerOptions {
     pub grace: Duration,
     /// Finished jobs are kept this long (which node ran what).
     pub keep_jobs: Duration,
+    /// This node's name, recorded with the policy slots it fires.
+    pub node: String,
 }
 
 impl Default for SchedulerOptions {
@@ -29,6 +33,7 @@ impl Default for SchedulerOptions {
             gc_interval: Duration::from_hours(1),
             grace: Duration::from_secs(30),
             keep_jobs: Duration::from_hours(7 * 24),
+            node: "scheduler".into(),
         }
     }
 }
@@ -52,6 +57,11 @@ pub async fn run_scheduler(
             Ok(0) => {}
             Ok(n) => tracing::warn!(n, "work of a dead node failed or given back"),
             Err(e) => tracing::warn!(error = %e, "sweeping for orphaned work failed"),
+        }
+        match life.fire_due_policies(&options.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "backup policy runs queued"),
+            Err(e) => tracing::warn!(error = %e, "firing backup policies failed"),
         }
         let c = life.catalog();
         if last_gc.elapsed() >= options.gc_interval {

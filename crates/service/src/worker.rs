@@ -107,6 +107,7 @@ pub fn fail_code(kind: JobKind) -> &'static str {
         JobKind::Backup | JobKind::Verify | JobKind::Gc => "VolumeBackup.0064",
         JobKind::Restore => "VolumeBackup.0200",
         JobKind::Delete => "VolumeBackup.0102",
+        JobKind::PolicyRun => "AutoBackup.1700",
     }
 }
 
@@ -197,6 +198,7 @@ impl BackupWorker {
                 JobKind::Delete => self.delete(&job).await,
                 JobKind::Verify => self.verify(&job).await,
                 JobKind::Gc => self.gc(&guard).await.map(|()| Ended::Success),
+                JobKind::PolicyRun => self.policy_run(&job).await,
             }
         };
         renew.abort();
@@ -336,7 +338,7 @@ impl BackupWorker {
                 )
                 .await?;
             }
-            JobKind::Gc => tracing::error!("{reason}"),
+            JobKind::Gc | JobKind::PolicyRun => tracing::error!("{reason}"),
         }
         Ok(Ended::Fail(reason))
     }
@@ -429,6 +431,11 @@ impl BackupWorker {
                     .complete_backup(&b, stats.object_count as i64, &meta.to_string(), job.pk)
                     .await?;
                 if done {
+                    // A policy's backup: its retention for this disk, now that the
+                    // newest backup is in.
+                    if let Err(e) = self.life.retain_after(&b.id).await {
+                        tracing::warn!(backup = %b.id, error = %e, "retention after a policy backup failed");
+                    }
                     Ended::Recorded
                 } else {
                     // Force-deleted while we wrote: the delete job removes it.
@@ -657,6 +664,17 @@ impl BackupWorker {
             Err(e) => tracing::error!(error = %e, "sweeping the repository failed"),
         }
         Ok(())
+    }
+
+    /// A policy run: each of its disks backed up once for its slot.
+    async fn policy_run(&self, job: &Job) -> Result<Ended, CatalogError> {
+        match self.life.run_policy(job).await {
+            Ok(()) => Ok(Ended::Success),
+            Err(crate::Error::Unavailable(e)) => {
+                Err(CatalogError::Engine(format!("catalog unavailable: {e}")))
+            }
+            Err(e) => Ok(Ended::Fail(e.to_string())),
+        }
     }
 
     /// An imported record turns `available` once its data is in the repository and

@@ -104,9 +104,48 @@ pub struct Config {
     pub gc_interval_secs: u64,
     /// Seconds between the scheduler's sweeps for work of dead nodes.
     pub scheduler_tick_secs: u64,
+    /// Test-only: the backup policies' scheduler goes by a simulated clock.
+    pub scheduler_clock: Option<SchedulerClock>,
     /// Never serialized: the default has none, and it holds a secret.
     #[serde(skip_serializing)]
     pub keystone: Option<KeystoneOptions>,
+}
+
+/// A simulated clock for the policy scheduler (tests and the CI's end-to-end run
+/// only): at wall-clock second `since` it is `start`, then it runs `speed` times as
+/// fast. Nodes given the same values agree on the time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerClock {
+    /// The simulated time at `since`: `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+    pub start: String,
+    /// Unix seconds (wall clock) at which the simulated time is `start`; default: when
+    /// the process starts.
+    pub since: Option<i64>,
+    /// Simulated seconds per real second (default 1).
+    pub speed: Option<f64>,
+}
+
+impl SchedulerClock {
+    /// The service's clock, or why the settings are unusable.
+    pub fn clock(&self) -> anyhow::Result<vbs_service::Clock> {
+        let origin = vbs_catalog::ts::parse(&self.start).ok_or_else(|| {
+            anyhow::anyhow!("scheduler_clock.start: {:?} is not YYYY-MM-DDTHH:MM:SSZ", self.start)
+        })?;
+        let speed = self.speed.unwrap_or(1.0);
+        anyhow::ensure!(
+            speed.is_finite() && speed > 0.0,
+            "scheduler_clock.speed must be a positive number"
+        );
+        let wall_at = self
+            .since
+            .map_or_else(vbs_catalog::ts::now_micros, |s| s * 1_000_000);
+        Ok(vbs_service::Clock::Simulated {
+            origin,
+            wall_at,
+            speed,
+        })
+    }
 }
 
 impl Default for Config {
@@ -133,6 +172,7 @@ impl Default for Config {
             job_max_attempts: 3,
             gc_interval_secs: 3600,
             scheduler_tick_secs: 10,
+            scheduler_clock: None,
             keystone: None,
         }
     }
@@ -175,6 +215,7 @@ const ENV_KEYS: &[&str] = &[
     "job_max_attempts",
     "gc_interval_secs",
     "scheduler_tick_secs",
+    "scheduler_clock",
     "keystone",
 ];
 

@@ -40,7 +40,11 @@ pub async fn run(
     // their node died) fail the ones whose process is gone.
     let volumes = VolumeService::new(catalog.clone(), pool).with_heartbeat(lease / 3);
     let host = format!("vbs@{}", config.listen);
-    let lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
+    let mut lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
+    if let Some(clock) = &config.scheduler_clock {
+        lifecycle = lifecycle.with_clock(clock.clock()?);
+        tracing::warn!(?clock, "the policy scheduler goes by a simulated clock (test-only)");
+    }
     let recovered = lifecycle
         .recover(lease)
         .await
@@ -77,6 +81,7 @@ pub async fn run(
             tick: Duration::from_secs(config.scheduler_tick_secs.max(1)),
             gc_interval: Duration::from_secs(config.gc_interval_secs.max(1)),
             grace: lease,
+            node: format!("{node}/{instance}"),
             ..SchedulerOptions::default()
         };
         tasks.spawn(run_scheduler(

@@ -5,6 +5,7 @@
 
 mod cloudbackups;
 mod jobs;
+mod policies;
 mod quota;
 mod sharing;
 
@@ -53,6 +54,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = jobs::routes(r);
     let r = cloudbackups::routes(r);
     let r = quota::routes(r);
+    let r = policies::routes(r);
     sharing::routes(r)
 }
 
