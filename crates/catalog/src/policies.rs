@@ -285,7 +285,9 @@ impl Catalog {
         bind_opt_int(&mut sql, p.retention_day);
         sql.push(", keep_first_of_month = ");
         sql.bind_opt(p.keep_first_of_month.as_deref());
-        sql.push(", status = ").bind(text(&p.status)).push(", time_zone = ");
+        sql.push(", status = ")
+            .bind(text(&p.status))
+            .push(", time_zone = ");
         sql.bind_opt(p.time_zone.as_deref());
         sql.push(", scheduled_from = ")
             .bind(Value::Int(p.scheduled_from))
@@ -372,15 +374,17 @@ impl Catalog {
             return Ok(Err(AssociateRefused::Full));
         }
         let mut sql = Sql::default();
-        sql.push("INSERT INTO policy_resources (volume_id, policy_id, project_id, created_at) VALUES (")
-            .bind(text(&r.volume_id))
-            .push(", ")
-            .bind(text(&r.policy_id))
-            .push(", ")
-            .bind(text(&r.project_id))
-            .push(", ")
-            .bind(Value::Int(ts::now_micros()))
-            .push(")");
+        sql.push(
+            "INSERT INTO policy_resources (volume_id, policy_id, project_id, created_at) VALUES (",
+        )
+        .bind(text(&r.volume_id))
+        .push(", ")
+        .bind(text(&r.policy_id))
+        .push(", ")
+        .bind(text(&r.project_id))
+        .push(", ")
+        .bind(Value::Int(ts::now_micros()))
+        .push(")");
         match exec(&mut tx, sql).await {
             Ok(_) => {}
             Err(CatalogError::AlreadyExists) => return Ok(Err(AssociateRefused::Taken)),
@@ -487,8 +491,10 @@ impl Catalog {
             crate::volumes::push_in(&mut sql, ids);
         }
         sql.push(" ORDER BY t.policy_id, t.key");
-        self.fetch(sql, Cost::Small, |r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
-            .await
+        self.fetch(sql, Cost::Small, |r| {
+            Ok((r.text(0)?, r.text(1)?, r.text(2)?))
+        })
+        .await
     }
 
     // ---- slots and runs -----------------------------------------------------------
@@ -576,7 +582,9 @@ impl Catalog {
         let mut sql = Sql::default();
         sql.push("SELECT ")
             .push(TASK_COLUMNS)
-            .push(" FROM policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id WHERE t.policy_id = ")
+            .push(
+                " FROM policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id WHERE t.policy_id = ",
+            )
             .bind(text(policy_id))
             .push(" AND t.slot = ")
             .bind(Value::Int(slot))
@@ -626,7 +634,9 @@ impl Catalog {
     ) -> Result<(Vec<PolicyTask>, u64), CatalogError> {
         let mut filter = Sql::default();
         filter
-            .push(" FROM policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id WHERE t.policy_id = ")
+            .push(
+                " FROM policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id WHERE t.policy_id = ",
+            )
             .bind(text(&q.policy_id));
         if let Some(id) = &q.job_id {
             filter.push(" AND t.id = ").bind(text(id));
@@ -637,7 +647,8 @@ impl Catalog {
                 filter.push(" AND t.status = 'RUNNING' AND j.state = 'queued'");
             }
             Some("RUNNING") => {
-                filter.push(" AND t.status = 'RUNNING' AND (j.state IS NULL OR j.state <> 'queued')");
+                filter
+                    .push(" AND t.status = 'RUNNING' AND (j.state IS NULL OR j.state <> 'queued')");
             }
             Some(other) => {
                 filter.push(" AND t.status = ").bind(text(other));
@@ -652,7 +663,11 @@ impl Catalog {
         let mut sql = Sql::default();
         sql.push("SELECT ").push(TASK_COLUMNS);
         append(&mut sql, &filter);
-        let (cmp, dir) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
+        let (cmp, dir) = if q.ascending {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
         if let Some(marker) = &q.marker {
             let mut m = Sql::default();
             m.push("SELECT created_at, id FROM policy_tasks WHERE policy_id = ")
@@ -809,10 +824,7 @@ fn append(sql: &mut Sql, tail: &Sql) {
     let mut n = 0;
     while let Some(i) = rest.find('$') {
         text_part.push_str(&rest[..i]);
-        let digits = rest[i + 1..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
+        let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
         rest = &rest[i + 1 + digits..];
         sql.push(&text_part);
         text_part.clear();
@@ -844,13 +856,15 @@ async fn insert_slot(
     node: &str,
 ) -> Result<bool, CatalogError> {
     let mut sql = Sql::default();
-    sql.push("INSERT INTO policy_slots (policy_id, slot, state, job_id, node, created_at) VALUES (")
-        .bind(text(policy_id))
-        .push(", ")
-        .bind(Value::Int(slot))
-        .push(", ")
-        .bind(text(state))
-        .push(", ");
+    sql.push(
+        "INSERT INTO policy_slots (policy_id, slot, state, job_id, node, created_at) VALUES (",
+    )
+    .bind(text(policy_id))
+    .push(", ")
+    .bind(Value::Int(slot))
+    .push(", ")
+    .bind(text(state))
+    .push(", ");
     sql.bind_opt(job_id);
     sql.push(", ")
         .bind(text(node))

@@ -22,19 +22,19 @@ mod volumes;
 mod worker;
 
 pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
-pub use cloudbackups::quota_code;
 pub use clock::Clock;
+pub use cloudbackups::quota_code;
 pub use context::{Context, Role};
 pub use error::Error;
-pub use policies::{
-    MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
-    task_status,
-};
 pub use jobs::{JobView, job_entities, job_status, job_type};
 pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use microversion::Microversion;
+pub use policies::{
+    MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
+    task_status,
+};
 pub use scheduler::{SchedulerOptions, run_scheduler};
 pub use snapshots::CreateSnapshotOptions;
 pub use volumes::{

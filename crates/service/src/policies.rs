@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value, json};
 use vbs_catalog::{
-    AssociateRefused, CatalogError, Job, JobKind, NewJob, PolicyRecord, PolicyResource,
-    PolicyTask, PolicyTaskRef, TaskQuery,
+    AssociateRefused, CatalogError, Job, JobKind, NewJob, PolicyRecord, PolicyResource, PolicyTask,
+    PolicyTaskRef, TaskQuery,
 };
 
 use crate::lifecycle::StartBackup;
@@ -38,7 +38,9 @@ fn has_angle(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains(['<', '>']),
         Value::Array(a) => a.iter().any(has_angle),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains(['<', '>']) || has_angle(v)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, v)| k.contains(['<', '>']) || has_angle(v)),
         _ => false,
     }
 }
@@ -101,7 +103,10 @@ fn start_time_rule(v: &Value) -> Result<String, Error> {
 fn frequency_rule(v: &Value) -> Result<i64, Error> {
     match v.as_i64() {
         Some(f) if (1..=30).contains(&f) && v.is_i64() => Ok(f),
-        _ => Err(code("AutoBackup.0106", "frequency must be an integer from 1 to 30.")),
+        _ => Err(code(
+            "AutoBackup.0106",
+            "frequency must be an integer from 1 to 30.",
+        )),
     }
 }
 
@@ -138,9 +143,11 @@ fn retention_num_rule(v: &Value) -> Result<i64, Error> {
 /// Days, 2–99999; a fraction is cut toward zero (as VBS says).
 fn retention_day_rule(v: &Value) -> Result<i64, Error> {
     #[allow(clippy::cast_possible_truncation)]
-    let days = v
-        .as_i64()
-        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64));
+    let days = v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite())
+            .map(|f| f.trunc() as i64)
+    });
     match days {
         Some(d) if (2..=99_999).contains(&d) => Ok(d),
         _ => Err(code(
@@ -173,7 +180,10 @@ pub fn zone_offset(zone: &str) -> Option<i64> {
 /// `-` and `_` (`AutoBackup.0214`).
 fn tag_rule(item: &Value, value_required: bool) -> Result<(String, String), Error> {
     let bad = |m: &str| code("AutoBackup.0214", m.to_owned());
-    let plain = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     let Some(obj) = item.as_object() else {
         return Err(bad("A tag must be a {\"key\", \"value\"} object."));
     };
@@ -207,7 +217,10 @@ fn tags_rule(v: Option<&Value>) -> Result<Vec<(String, String)>, Error> {
     for i in items {
         let (k, v) = tag_rule(i, true)?;
         if out.iter().any(|(x, _)| *x == k) {
-            return Err(code("AutoBackup.0214", format!("The tag key '{k}' is given twice.")));
+            return Err(code(
+                "AutoBackup.0214",
+                format!("The tag key '{k}' is given twice."),
+            ));
         }
         out.push((k, v));
     }
@@ -334,7 +347,10 @@ fn complete(p: &PolicyRecord) -> Result<(), Error> {
 
 fn request(body: &Value) -> Result<&Map<String, Value>, Error> {
     let Some(obj) = body.as_object() else {
-        return Err(code("AutoBackup.0000", "The request body must be an object."));
+        return Err(code(
+            "AutoBackup.0000",
+            "The request body must be an object.",
+        ));
     };
     if obj.is_empty() {
         return Err(code("AutoBackup.0001", "The request object is empty."));
@@ -502,12 +518,19 @@ impl BackupLifecycle {
         }
         if let Some(sp) = obj.get("scheduled_policy").filter(|v| !v.is_null()) {
             let Some(sp) = sp.as_object() else {
-                return Err(code("AutoBackup.0001", "scheduled_policy must be an object."));
+                return Err(code(
+                    "AutoBackup.0001",
+                    "scheduled_policy must be an object.",
+                ));
             };
             apply_schedule(&mut p, sp, true)?;
         }
         if let Some(z) = obj.get("time_zone") {
-            p.time_zone = if z.is_null() { None } else { Some(zone_rule(z)?) };
+            p.time_zone = if z.is_null() {
+                None
+            } else {
+                Some(zone_rule(z)?)
+            };
         }
         complete(&p)?;
         // A new schedule, or a policy turned on, starts from now: slots it missed
@@ -532,7 +555,10 @@ impl BackupLifecycle {
             Ok(()) | Err(CatalogError::NotFound) => Ok(()),
             Err(e) => {
                 tracing::error!(policy = id, error = %e, "deleting a policy failed");
-                Err(code("AutoBackup.1300", "The backup policy could not be deleted."))
+                Err(code(
+                    "AutoBackup.1300",
+                    "The backup policy could not be deleted.",
+                ))
             }
         }
     }
@@ -556,7 +582,10 @@ impl BackupLifecycle {
         let items = resources(obj)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let id = item.get("resource_id").and_then(Value::as_str).unwrap_or("");
+            let id = item
+                .get("resource_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let kind = item
                 .get("resource_type")
                 .and_then(Value::as_str)
@@ -646,7 +675,10 @@ impl BackupLifecycle {
         let items = resources(obj)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let id = item.get("resource_id").and_then(Value::as_str).unwrap_or("");
+            let id = item
+                .get("resource_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let failure = if id.is_empty() {
                 Some(("AutoBackup.0209", "resource_id is empty.".to_owned()))
             } else if self.catalog().disassociate_volume(policy_id, id).await? {
@@ -750,7 +782,10 @@ impl BackupLifecycle {
         may_write(ctx)?;
         self.own_policy(ctx, id).await?;
         let Some(tag) = obj.get("tag") else {
-            return Err(code("AutoBackup.0214", "The body must carry a 'tag' object."));
+            return Err(code(
+                "AutoBackup.0214",
+                "The body must carry a 'tag' object.",
+            ));
         };
         let tag = tag_rule(tag, false)?;
         self.set_tags(id, &[tag]).await
@@ -790,7 +825,11 @@ impl BackupLifecycle {
     }
 
     /// `GET …/backuppolicy/{policy_id}/tags`: `(key, value)` by key.
-    pub async fn policy_tags(&self, ctx: &Context, id: &str) -> Result<Vec<(String, String)>, Error> {
+    pub async fn policy_tags(
+        &self,
+        ctx: &Context,
+        id: &str,
+    ) -> Result<Vec<(String, String)>, Error> {
         may_read(ctx)?;
         self.own_policy(ctx, id).await?;
         Ok(self
@@ -844,7 +883,9 @@ impl BackupLifecycle {
                     let forbidden = ['=', '*', '<', '>', '\\', ',', '|', '/'];
                     if key.is_empty()
                         || key.chars().count() > 127
-                        || key.chars().any(|c| c.is_ascii_control() || forbidden.contains(&c))
+                        || key
+                            .chars()
+                            .any(|c| c.is_ascii_control() || forbidden.contains(&c))
                     {
                         return Err(code("AutoBackup.0214", "A tag key to delete is invalid."));
                     }
@@ -852,7 +893,10 @@ impl BackupLifecycle {
                         None | Some(Value::Null) => None,
                         Some(Value::String(v)) if v.chars().count() <= 255 => Some(v.clone()),
                         Some(_) => {
-                            return Err(code("AutoBackup.0214", "A tag value to delete is invalid."));
+                            return Err(code(
+                                "AutoBackup.0214",
+                                "A tag value to delete is invalid.",
+                            ));
                         }
                     };
                     tags.push((key.to_owned(), value));
@@ -895,11 +939,7 @@ impl BackupLifecycle {
         if q.count_only {
             return Ok((total, None));
         }
-        let page = matched
-            .into_iter()
-            .skip(q.offset)
-            .take(q.limit)
-            .collect();
+        let page = matched.into_iter().skip(q.offset).take(q.limit).collect();
         Ok((total, Some(page)))
     }
 
@@ -977,13 +1017,21 @@ impl BackupLifecycle {
             Err(e) => return Err(e.into()),
         };
         let ctx = Context {
-            user_id: p.user_id.clone().unwrap_or_else(|| format!("policy-{}", p.id)),
+            user_id: p
+                .user_id
+                .clone()
+                .unwrap_or_else(|| format!("policy-{}", p.id)),
             project_id: p.project_id.clone(),
             roles: vec![Role::Member, Role::Reader],
         };
         let run = job.id.as_deref();
         for vid in self.catalog().policy_volumes(&p.id).await? {
-            if self.catalog().policy_task_of(&p.id, slot, &vid).await?.is_some() {
+            if self
+                .catalog()
+                .policy_task_of(&p.id, slot, &vid)
+                .await?
+                .is_some()
+            {
                 continue;
             }
             let fail = |status: &str, message: String| {
@@ -1155,7 +1203,11 @@ fn tag_filters(
     }
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for i in items {
-        let Some(k) = i.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()) else {
+        let Some(k) = i
+            .get("key")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+        else {
             return Err(bad(format!("Each item of {key} needs a key.")));
         };
         if out.iter().any(|(x, _)| x == k) {
@@ -1186,14 +1238,23 @@ fn tag_filters(
 }
 
 /// A string holding an integer in `range`, or its default.
-fn paging(obj: &Map<String, Value>, key: &str, default: usize, range: std::ops::RangeInclusive<usize>) -> Result<usize, Error> {
+fn paging(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, Error> {
     let n = match obj.get(key) {
         None | Some(Value::Null) => return Ok(default),
         Some(Value::String(s)) => s.parse::<usize>().ok(),
         Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()),
     };
-    n.filter(|n| range.contains(n))
-        .ok_or_else(|| code("AutoBackup.0000", format!("{key} must be a whole number in {range:?}.")))
+    n.filter(|n| range.contains(n)).ok_or_else(|| {
+        code(
+            "AutoBackup.0000",
+            format!("{key} must be a whole number in {range:?}."),
+        )
+    })
 }
 
 impl TagQuery {
@@ -1213,7 +1274,10 @@ impl TagQuery {
             Some(Value::Array(items)) => {
                 let mut name = None;
                 for m in items {
-                    match (m.get("key").and_then(Value::as_str), m.get("value").and_then(Value::as_str)) {
+                    match (
+                        m.get("key").and_then(Value::as_str),
+                        m.get("value").and_then(Value::as_str),
+                    ) {
                         (Some("resource_name"), Some(v)) => name = Some(v.to_lowercase()),
                         _ => {
                             return Err(code(
@@ -1281,14 +1345,24 @@ mod tests {
         assert_eq!(zone_offset("UTC+08:00"), Some(8 * 3600));
         assert_eq!(zone_offset("UTC-03:30"), Some(-(3 * 3600 + 1800)));
         assert_eq!(zone_offset("UTC+14:00"), Some(14 * 3600));
-        for bad in ["UTC+8:00", "GMT+08:00", "UTC+15:00", "UTC+08:60", "UTC08:00", ""] {
+        for bad in [
+            "UTC+8:00",
+            "GMT+08:00",
+            "UTC+15:00",
+            "UTC+08:60",
+            "UTC08:00",
+            "",
+        ] {
             assert_eq!(zone_offset(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn start_times() {
-        assert_eq!(start_time_rule(&json!("22:00,00:00,02:00")).ok().as_deref(), Some("22:00,00:00,02:00"));
+        assert_eq!(
+            start_time_rule(&json!("22:00,00:00,02:00")).ok().as_deref(),
+            Some("22:00,00:00,02:00")
+        );
         for bad in ["12:30", "24:00", "1:00", "12:00,12:00", "", "x"] {
             assert!(start_time_rule(&json!(bad)).is_err(), "{bad}");
         }
@@ -1312,7 +1386,10 @@ mod tests {
         };
         let sp = json!({"week_frequency": ["SUN"], "rentention_day": 30});
         apply_schedule(&mut p, sp.as_object().unwrap_or(&Map::new()), true).ok();
-        assert_eq!((p.frequency, p.week_frequency.as_deref()), (None, Some("SUN")));
+        assert_eq!(
+            (p.frequency, p.week_frequency.as_deref()),
+            (None, Some("SUN"))
+        );
         assert_eq!((p.retention_num, p.retention_day), (None, Some(30)));
         let sp = json!({"frequency": 2, "week_frequency": ["MON"], "rentention_num": 3, "rentention_day": 9});
         let mut q = PolicyRecord::default();
@@ -1322,8 +1399,14 @@ mod tests {
         assert_eq!(rule_code(retention_num_rule(&json!(1))), "AutoBackup.0107");
         assert_eq!(retention_day_rule(&json!(7.9)).ok(), Some(7));
         assert_eq!(rule_code(frequency_rule(&json!(31))), "AutoBackup.0106");
-        assert_eq!(rule_code(weekdays_rule(&json!(["SUN", "SUN"]))), "AutoBackup.0106");
-        assert_eq!(rule_code(name_rule(Some(&json!("default-x")))), "AutoBackup.0102");
+        assert_eq!(
+            rule_code(weekdays_rule(&json!(["SUN", "SUN"]))),
+            "AutoBackup.0106"
+        );
+        assert_eq!(
+            rule_code(name_rule(Some(&json!("default-x")))),
+            "AutoBackup.0102"
+        );
         assert_eq!(rule_code(name_rule(Some(&json!("")))), "AutoBackup.0101");
     }
 }

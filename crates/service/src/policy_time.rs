@@ -284,7 +284,13 @@ mod tests {
         assert_eq!(c.run, Some(at(2026, 1, 4, 0)));
         assert_eq!(c.skip, vec![at(2026, 1, 2, 0), at(2026, 1, 3, 0)]);
         let c = catch_up(&s, at(2026, 1, 4, 0), at(2026, 1, 4, 5), 100);
-        assert_eq!(c, CatchUp { run: None, skip: vec![] });
+        assert_eq!(
+            c,
+            CatchUp {
+                run: None,
+                skip: vec![]
+            }
+        );
         let c = catch_up(&s, at(2026, 1, 1, 1), at(2026, 3, 1, 1), 5);
         assert_eq!(c.skip.len(), 5);
         assert_eq!(c.skip[4], at(2026, 2, 28, 0));
@@ -293,7 +299,7 @@ mod tests {
     #[test]
     fn retention_by_count_and_days_with_first_of_month() {
         let b: Vec<(String, i64)> = (1..=10)
-            .map(|d| (format!("b{d:02}"), at(2026, 1, 25 + d, 0) ))
+            .map(|d| (format!("b{d:02}"), at(2026, 1, 25 + d, 0)))
             .collect();
         // Jan 26 … Feb 4: keep the newest 3.
         assert_eq!(

@@ -130,7 +130,10 @@ impl SchedulerClock {
     /// The service's clock, or why the settings are unusable.
     pub fn clock(&self) -> anyhow::Result<vbs_service::Clock> {
         let origin = vbs_catalog::ts::parse(&self.start).ok_or_else(|| {
-            anyhow::anyhow!("scheduler_clock.start: {:?} is not YYYY-MM-DDTHH:MM:SSZ", self.start)
+            anyhow::anyhow!(
+                "scheduler_clock.start: {:?} is not YYYY-MM-DDTHH:MM:SSZ",
+                self.start
+            )
         })?;
         let speed = self.speed.unwrap_or(1.0);
         anyhow::ensure!(

@@ -43,7 +43,10 @@ pub async fn run(
     let mut lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
     if let Some(clock) = &config.scheduler_clock {
         lifecycle = lifecycle.with_clock(clock.clock()?);
-        tracing::warn!(?clock, "the policy scheduler goes by a simulated clock (test-only)");
+        tracing::warn!(
+            ?clock,
+            "the policy scheduler goes by a simulated clock (test-only)"
+        );
     }
     let recovered = lifecycle
         .recover(lease)

@@ -34,18 +34,12 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
             &format!("{P}/{{policy_id}}/tags"),
             post(add_tag).get(policy_tags),
         )
-        .route(
-            &format!("{P}/{{policy_id}}/tags/action"),
-            post(batch_tags),
-        )
+        .route(&format!("{P}/{{policy_id}}/tags/action"), post(batch_tags))
         .route(
             &format!("{P}/{{policy_id}}/tags/{{key}}"),
             axum::routing::delete(delete_tag),
         )
-        .route(
-            "/v2/{project_id}/backuppolicyresources",
-            post(associate),
-        )
+        .route("/v2/{project_id}/backuppolicyresources", post(associate))
         .route(
             "/v2/{project_id}/backuppolicyresources/{policy_id}/deleted_resources",
             post(disassociate),
@@ -85,10 +79,7 @@ async fn create_policy(
     Ok(json_response(&json!({ "backup_policy_id": id })))
 }
 
-async fn list_policies(
-    State(state): State<AppState>,
-    call: VbsCall,
-) -> Result<Response, ApiError> {
+async fn list_policies(State(state): State<AppState>, call: VbsCall) -> Result<Response, ApiError> {
     let list = state.lifecycle.list_policies(&call.ctx).await?;
     let items: Vec<Value> = list.iter().map(policy_view).collect();
     Ok(json_response(&json!({ "backup_policies": items })))
@@ -102,7 +93,10 @@ fn policy_view(p: &PolicyRecord) -> Value {
         sp.insert("frequency".into(), json!(f));
     }
     if let Some(w) = &p.week_frequency {
-        sp.insert("week_frequency".into(), json!(w.split(',').collect::<Vec<_>>()));
+        sp.insert(
+            "week_frequency".into(),
+            json!(w.split(',').collect::<Vec<_>>()),
+        );
     }
     if let Some(n) = p.retention_num {
         sp.insert("rentention_num".into(), json!(n));
@@ -138,10 +132,7 @@ async fn update_policy(
     Ok(json_response(&json!({ "backup_policy_id": id })))
 }
 
-async fn delete_policy(
-    State(state): State<AppState>,
-    call: VbsCall,
-) -> Result<Response, ApiError> {
+async fn delete_policy(State(state): State<AppState>, call: VbsCall) -> Result<Response, ApiError> {
     state
         .lifecycle
         .delete_policy(&call.ctx, call.path_param("policy_id"))

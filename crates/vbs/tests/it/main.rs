@@ -10,5 +10,6 @@ mod cluster;
 mod crash;
 mod detail;
 mod list;
+mod policy_schedule;
 mod protocol;
 mod volumes;
