@@ -82,16 +82,42 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if is_public(req.uri().path()) {
         return next.run(req).await;
     }
+    // The policy APIs say why in their own codes (spec 03 §6.5).
+    let policy_path = req.uri().path().contains("/backuppolicy");
     let Some(token) = token else {
-        return state.auth.unauthorized().into_response();
+        let e = state.auth.unauthorized();
+        return if policy_path {
+            vbs_unauthorized(e, "AutoBackup.0002", "The request carries no token.")
+        } else {
+            e.into_response()
+        };
     };
     match state.auth.authenticate(&token).await {
         Ok(ctx) => {
             req.extensions_mut().insert(ctx);
             next.run(req).await
         }
+        Err(e @ ApiError::Unauthorized { .. }) if policy_path => {
+            vbs_unauthorized(e, "AutoBackup.0003", "The token is invalid or has expired.")
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// A 401 of the policy APIs: VBS's envelope, with the auth layer's
+/// `WWW-Authenticate` kept.
+fn vbs_unauthorized(e: ApiError, code: &'static str, message: &str) -> Response {
+    let challenge = e
+        .into_response()
+        .headers()
+        .get(axum::http::header::WWW_AUTHENTICATE)
+        .cloned();
+    let mut resp = ApiError::Vbs(code, message.into()).into_response();
+    if let Some(v) = challenge {
+        resp.headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 impl Authenticator {

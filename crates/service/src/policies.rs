@@ -457,6 +457,18 @@ impl BackupLifecycle {
         }
     }
 
+    /// [`Self::own_policy`] for the read endpoints: `AutoBackup.1100` ("the queried
+    /// policy does not exist") instead of `.0205`.
+    async fn queried_policy(&self, ctx: &Context, id: &str) -> Result<PolicyRecord, Error> {
+        self.own_policy(ctx, id).await.map_err(|e| match e {
+            Error::Vbs {
+                code: "AutoBackup.0205",
+                message,
+            } => code("AutoBackup.1100", message),
+            other => other,
+        })
+    }
+
     /// `POST /v2/{project_id}/backuppolicy` (§5.2): the new policy's id.
     pub async fn create_policy(&self, ctx: &Context, body: &Value) -> Result<String, Error> {
         let obj = request(body)?;
@@ -755,7 +767,7 @@ impl BackupLifecycle {
         query: TaskQuery,
     ) -> Result<TaskPage, Error> {
         may_read(ctx)?;
-        self.own_policy(ctx, id).await?;
+        self.queried_policy(ctx, id).await?;
         let q = TaskQuery {
             policy_id: id.to_owned(),
             ..query
@@ -831,7 +843,7 @@ impl BackupLifecycle {
         id: &str,
     ) -> Result<Vec<(String, String)>, Error> {
         may_read(ctx)?;
-        self.own_policy(ctx, id).await?;
+        self.queried_policy(ctx, id).await?;
         Ok(self
             .catalog()
             .policy_tags(&ctx.project_id, &[id])
@@ -853,6 +865,9 @@ impl BackupLifecycle {
             if !values.contains(&v) {
                 values.push(v);
             }
+        }
+        for values in by_key.values_mut() {
+            values.sort();
         }
         Ok(by_key.into_iter().collect())
     }

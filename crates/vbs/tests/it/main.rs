@@ -10,6 +10,7 @@ mod cluster;
 mod crash;
 mod detail;
 mod list;
+mod policies;
 mod policy_schedule;
 mod protocol;
 mod volumes;
