@@ -11,6 +11,7 @@ mod crash;
 mod detail;
 mod list;
 mod policies;
+mod policy_cluster;
 mod policy_schedule;
 mod protocol;
 mod volumes;
