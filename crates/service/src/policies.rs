@@ -315,7 +315,7 @@ fn apply_schedule(p: &mut PolicyRecord, sp: &Map<String, Value>, merge: bool) ->
     }
     if let Some(v) = sp.get("status") {
         match v.as_str() {
-            Some(s @ ("ON" | "OFF")) => p.status = s.to_owned(),
+            Some(s @ ("ON" | "OFF")) => s.clone_into(&mut p.status),
             _ => return Err(code("AutoBackup.0104", "status must be \"ON\" or \"OFF\".")),
         }
     }
@@ -859,7 +859,8 @@ impl BackupLifecycle {
         ctx: &Context,
     ) -> Result<Vec<(String, Vec<String>)>, Error> {
         may_read(ctx)?;
-        let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut by_key: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::default();
         for (_, k, v) in self.catalog().policy_tags(&ctx.project_id, &[]).await? {
             let values = by_key.entry(k).or_default();
             if !values.contains(&v) {
@@ -938,7 +939,7 @@ impl BackupLifecycle {
         let q = TagQuery::parse(obj)?;
         let policies = self.catalog().list_policies(Some(&ctx.project_id)).await?;
         let mut tags: std::collections::BTreeMap<String, Vec<(String, String)>> =
-            Default::default();
+            std::collections::BTreeMap::default();
         for (p, k, v) in self.catalog().policy_tags(&ctx.project_id, &[]).await? {
             tags.entry(p).or_default().push((k, v));
         }
@@ -1186,6 +1187,9 @@ impl BackupLifecycle {
     }
 }
 
+/// Tag filters of a query: `(key, accepted values)`; no values accepts any.
+type TagFilters = Vec<(String, Vec<String>)>;
+
 /// A query of policies by tag (§5.11).
 struct TagQuery {
     count_only: bool,
@@ -1202,7 +1206,7 @@ fn tag_filters(
     obj: &Map<String, Value>,
     key: &str,
     may_be_empty: bool,
-) -> Result<Option<Vec<(String, Vec<String>)>>, Error> {
+) -> Result<Option<TagFilters>, Error> {
     let bad = |m: String| code("AutoBackup.0214", m);
     let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
         return Ok(None);

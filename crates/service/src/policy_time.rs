@@ -166,7 +166,8 @@ pub fn to_prune(
         }
     }
     if keep_first_of_month {
-        let mut firsts: std::collections::BTreeMap<(i64, u32), usize> = Default::default();
+        let mut firsts: std::collections::BTreeMap<(i64, u32), usize> =
+            std::collections::BTreeMap::default();
         for (i, b) in sorted.iter().enumerate() {
             let month = year_month(local_day(b.1, offset_secs));
             // Walking newest to oldest, the last seen of a month is its first.

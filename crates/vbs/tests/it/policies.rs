@@ -1,7 +1,12 @@
 //! Backup policies over HTTP (spec 03 §5): every endpoint and every `AutoBackup.*`
 //! code a request can meet, on SQLite and PostgreSQL; a run started by hand followed
 //! through its task and job to a backup.
-#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    clippy::doc_markdown
+)]
 
 use std::time::{Duration, Instant};
 

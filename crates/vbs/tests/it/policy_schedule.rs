@@ -10,7 +10,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::too_many_lines,
-    clippy::cast_possible_wrap
+    clippy::cast_possible_wrap,
+    clippy::doc_markdown
 )]
 
 use std::os::unix::fs::FileExt;
