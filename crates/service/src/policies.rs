@@ -273,35 +273,28 @@ fn apply_schedule(p: &mut PolicyRecord, sp: &Map<String, Value>, merge: bool) ->
     if let Some(v) = sp.get("start_time") {
         p.start_time = start_time_rule(v)?;
     }
-    let frequency = sp.get("frequency").filter(|v| !v.is_null());
-    let weekdays = sp.get("week_frequency").filter(|v| !v.is_null());
-    if let Some(v) = frequency {
-        p.frequency = Some(frequency_rule(v)?);
-    }
-    if let Some(v) = weekdays {
-        p.week_frequency = Some(weekdays_rule(v)?);
-    }
-    match (frequency.is_some(), weekdays.is_some()) {
-        // Both given: frequency wins (spec 03 §5.1).
-        (true, true) => p.week_frequency = None,
-        (true, false) if merge => p.week_frequency = None,
-        (false, true) if merge => p.frequency = None,
-        _ => {}
-    }
-    let num = sp.get("rentention_num").filter(|v| !v.is_null());
-    let day = sp.get("rentention_day").filter(|v| !v.is_null());
-    if let Some(v) = num {
-        p.retention_num = Some(retention_num_rule(v)?);
-    }
-    if let Some(v) = day {
-        p.retention_day = Some(retention_day_rule(v)?);
-    }
-    match (num.is_some(), day.is_some()) {
-        (true, true) => p.retention_day = None,
-        (true, false) if merge => p.retention_day = None,
-        (false, true) if merge => p.retention_num = None,
-        _ => {}
-    }
+    alternatives(
+        (sp.get("frequency"), frequency_rule, &mut p.frequency),
+        (
+            sp.get("week_frequency"),
+            weekdays_rule,
+            &mut p.week_frequency,
+        ),
+        merge,
+    )?;
+    alternatives(
+        (
+            sp.get("rentention_num"),
+            retention_num_rule,
+            &mut p.retention_num,
+        ),
+        (
+            sp.get("rentention_day"),
+            retention_day_rule,
+            &mut p.retention_day,
+        ),
+        merge,
+    )?;
     if let Some(v) = sp.get("remain_first_backup_of_curMonth") {
         match v.as_str() {
             Some(y @ ("Y" | "N")) => p.keep_first_of_month = Some(y.to_owned()),
@@ -318,6 +311,39 @@ fn apply_schedule(p: &mut PolicyRecord, sp: &Map<String, Value>, merge: bool) ->
             Some(s @ ("ON" | "OFF")) => s.clone_into(&mut p.status),
             _ => return Err(code("AutoBackup.0104", "status must be \"ON\" or \"OFF\".")),
         }
+    }
+    Ok(())
+}
+
+/// One of two alternative settings (`frequency` or `week_frequency`, `rentention_num`
+/// or `rentention_day`), each given as `(value sent, its rule, the stored field)`: both
+/// sent, the first wins (spec 03 §5.1); one sent while merging (modify), it replaces
+/// the other (§5.4's recommendation).
+type Alternative<'a, T> = (
+    Option<&'a Value>,
+    fn(&Value) -> Result<T, Error>,
+    &'a mut Option<T>,
+);
+
+fn alternatives<A, B>(
+    first: Alternative<'_, A>,
+    second: Alternative<'_, B>,
+    merge: bool,
+) -> Result<(), Error> {
+    let (a, a_rule, a_field) = first;
+    let (b, b_rule, b_field) = second;
+    let (a, b) = (a.filter(|v| !v.is_null()), b.filter(|v| !v.is_null()));
+    if let Some(v) = a {
+        *a_field = Some(a_rule(v)?);
+    }
+    if let Some(v) = b {
+        *b_field = Some(b_rule(v)?);
+    }
+    match (a.is_some(), b.is_some()) {
+        (true, true) => *b_field = None,
+        (true, false) if merge => *b_field = None,
+        (false, true) if merge => *a_field = None,
+        _ => {}
     }
     Ok(())
 }

@@ -147,21 +147,12 @@ impl BackupWorker {
             }
             while running.try_join_next().is_some() {}
             let mut claimed = false;
-            if running.len() < self.options.concurrency {
-                match self
-                    .life
-                    .catalog()
-                    .claim_job(&self.options.node, micros(self.options.lease))
-                    .await
-                {
-                    Ok(Some(job)) => {
-                        claimed = true;
-                        let me = self.clone();
-                        running.spawn(async move { me.handle(job).await });
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "claiming work failed"),
-                }
+            if running.len() < self.options.concurrency
+                && let Some(job) = self.claim().await
+            {
+                claimed = true;
+                let me = self.clone();
+                running.spawn(async move { me.handle(job).await });
             }
             if claimed {
                 continue;
@@ -182,24 +173,23 @@ impl BackupWorker {
     /// step the policy scheduler's clock with it, without a running worker loop.
     pub async fn drain(&self) -> usize {
         let mut n = 0;
-        loop {
-            match self
-                .life
-                .catalog()
-                .claim_job(&self.options.node, micros(self.options.lease))
-                .await
-            {
-                Ok(Some(job)) => {
-                    self.handle(job).await;
-                    n += 1;
-                }
-                Ok(None) => return n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming work failed");
-                    return n;
-                }
-            }
+        while let Some(job) = self.claim().await {
+            self.handle(job).await;
+            n += 1;
         }
+        n
+    }
+
+    /// The next job for this worker, if any (a failed claim is logged and is none).
+    async fn claim(&self) -> Option<Job> {
+        self.life
+            .catalog()
+            .claim_job(&self.options.node, micros(self.options.lease))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "claiming work failed");
+                None
+            })
     }
 
     async fn handle(&self, job: Job) {

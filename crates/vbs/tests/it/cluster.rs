@@ -7,16 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::image::{self, MIB, assert_same};
-use crate::support::{Backend, PA, Server, token, vbs, wait_status};
+use crate::support::{Backend, PA, Server, spawn_node, token, vbs, wait_status};
 
 const GIB: u64 = 1 << 30;
 const MV: &str = "3.71";
@@ -92,13 +91,8 @@ impl Cluster {
     /// file names another, which the flag overrides.
     fn start_worker(&mut self, name: &str) {
         let config = Self::config(&self.config_dir, "/nonexistent/not-this-one", name, 2);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config_dir.join(format!("{name}.log")))
-            .unwrap();
-        let mut child = vbs()
-            .args(["serve", "--role", "worker", "--data-dir"])
+        let mut cmd = vbs();
+        cmd.args(["serve", "--role", "worker", "--data-dir"])
             .arg(self.api.dir())
             .args([
                 "--catalog",
@@ -107,21 +101,11 @@ impl Cluster {
                 &self.repository,
             ])
             .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            format!("node {name} ready (worker)"),
-            "{}",
-            self.log(name)
+            .arg(&config);
+        let child = spawn_node(
+            cmd,
+            &self.config_dir.join(format!("{name}.log")),
+            &format!("node {name} ready (worker)"),
         );
         self.workers.insert(name.to_owned(), child);
     }
@@ -130,10 +114,6 @@ impl Cluster {
         let mut child = self.workers.remove(name).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.config_dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// One SQL query on the cluster's catalog: rows of `|`-separated columns.

@@ -8,8 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -17,7 +16,7 @@ use serde_json::{Value, json};
 use vbs_catalog::{Catalog, CatalogOptions, TaskQuery};
 
 use crate::support::image::{self, assert_same};
-use crate::support::{Backend, PA, Server, token, vbs, wait_status};
+use crate::support::{Backend, PA, Server, spawn_node, token, vbs, wait_status};
 
 const HOUR: i64 = 3_600_000_000;
 /// Simulated seconds per real second: an hour every two seconds.
@@ -37,23 +36,16 @@ fn config(dir: &std::path::Path, name: &str, since: i64) -> std::path::PathBuf {
 }
 
 fn start_node(s: &Server, dir: &std::path::Path, name: &str, since: i64) -> Child {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = vbs()
-        .args(["serve", "--role", "scheduler,worker", "--data-dir"])
+    let mut cmd = vbs();
+    cmd.args(["serve", "--role", "scheduler,worker", "--data-dir"])
         .arg(s.dir())
         .args(["--catalog", &s.catalog, "--config"])
-        .arg(config(dir, name, since))
-        .env("RUST_LOG", "info,sqlx=warn")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), format!("node {name} ready (worker,scheduler)"));
-    child
+        .arg(config(dir, name, since));
+    spawn_node(
+        cmd,
+        &dir.join(format!("{name}.log")),
+        &format!("node {name} ready (worker,scheduler)"),
+    )
 }
 
 async fn slots_fire_once(nodes: usize) {

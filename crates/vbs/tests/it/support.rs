@@ -176,6 +176,33 @@ pub fn vbs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vbs"))
 }
 
+/// Starts a node that serves no API (`vbs serve --role worker…`, built by the caller)
+/// with its log in `log`, and waits for its `node NAME ready (ROLES)` line.
+pub fn spawn_node(mut cmd: Command, log: &std::path::Path, ready: &str) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut child = cmd
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::piped())
+        .stderr(file)
+        .spawn()
+        .expect("start vbs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the ready line");
+    assert_eq!(
+        line.trim(),
+        ready,
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    child
+}
+
 impl Server {
     /// A data directory and catalog (a fresh database on PostgreSQL), seeded with `rows`.
     pub fn prepare(backend: Backend) -> (PathBuf, String, Option<String>) {
