@@ -33,16 +33,25 @@ pub struct NodeRecord {
 }
 
 impl Catalog {
-    /// Announces (or re-announces) this node for `lease_micros`. A node of the same name
-    /// started by another process replaces the old row.
-    pub async fn heartbeat_node(
+    /// Claims node name `name` for this process (`instance`) for `lease_micros`: a new
+    /// row, or the row of a holder whose lease ran out, or of `stale` (a holder known
+    /// to be gone: a process of this host that no longer runs). A live holder keeps
+    /// its name: `Err` with its row. One statement, so two processes starting at once
+    /// cannot both win. Rows of nodes gone for a day are forgotten.
+    pub async fn claim_node(
         &self,
         name: &str,
         instance: &str,
         roles: &str,
         started_at: i64,
         lease_micros: i64,
-    ) -> Result<(), CatalogError> {
+        stale: Option<&str>,
+    ) -> Result<Result<(), NodeRecord>, CatalogError> {
+        let now = ts::now_micros();
+        let mut sql = Sql::default();
+        sql.push("DELETE FROM nodes WHERE lease_until < ")
+            .bind(Value::Int(now - 86_400_000_000));
+        self.execute(sql).await?;
         let mut sql = Sql::default();
         sql.push("INSERT INTO nodes (name, instance, roles, started_at, lease_until) VALUES (")
             .bind(text(name))
@@ -53,14 +62,66 @@ impl Catalog {
             .push(", ")
             .bind(Value::Int(started_at))
             .push(", ")
-            .bind(Value::Int(ts::now_micros() + lease_micros))
+            .bind(Value::Int(now + lease_micros))
             .push(
                 ") ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
                  roles = excluded.roles, started_at = excluded.started_at, \
-                 lease_until = excluded.lease_until",
-            );
-        self.execute(sql).await?;
-        Ok(())
+                 lease_until = excluded.lease_until WHERE nodes.lease_until < ",
+            )
+            .bind(Value::Int(now))
+            .push(" OR nodes.instance = ")
+            .bind(text(instance))
+            .push(" OR nodes.instance = ")
+            .bind(text(stale.unwrap_or(instance)));
+        if self.execute(sql).await? == 1 {
+            return Ok(Ok(()));
+        }
+        match self.node(name).await? {
+            Some(holder) => Ok(Err(holder)),
+            // Gone meanwhile: try once more.
+            None => {
+                Box::pin(self.claim_node(name, instance, roles, started_at, lease_micros, stale))
+                    .await
+            }
+        }
+    }
+
+    /// Renews this node's lease; `false` if its name is no longer this process's
+    /// (another took it over after the lease ran out).
+    pub async fn heartbeat_node(
+        &self,
+        name: &str,
+        instance: &str,
+        roles: &str,
+        lease_micros: i64,
+    ) -> Result<bool, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE nodes SET roles = ")
+            .bind(text(roles))
+            .push(", lease_until = ")
+            .bind(Value::Int(ts::now_micros() + lease_micros))
+            .push(" WHERE name = ")
+            .bind(text(name))
+            .push(" AND instance = ")
+            .bind(text(instance));
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// The row of node `name`, live or not.
+    pub async fn node(&self, name: &str) -> Result<Option<NodeRecord>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT name, instance, roles, started_at, lease_until FROM nodes WHERE name = ")
+            .bind(text(name));
+        self.fetch_first(sql, |r| {
+            Ok(NodeRecord {
+                name: r.text(0)?,
+                instance: r.text(1)?,
+                roles: r.text(2)?,
+                started_at: r.int(3)?,
+                lease_until: r.int(4)?,
+            })
+        })
+        .await
     }
 
     /// Takes this node out (a clean shutdown), if the row is still this instance's.

@@ -45,6 +45,15 @@ pub struct Roles {
     pub scheduler: bool,
 }
 
+/// The host's name (`vbs` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vbs".into())
+}
+
 impl std::fmt::Display for Roles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = [
@@ -90,7 +99,8 @@ pub struct Config {
     /// What this node does: `api`, `worker`, `scheduler`, comma-separated (default all
     /// three). Any number of nodes share one `PostgreSQL` catalog and one repository.
     pub role: String,
-    /// This node's name in the catalog (default: the host name).
+    /// This node's name in the catalog (default: the host name and the process id). A
+    /// live node keeps its name: a second one started with it refuses to start.
     pub node_name: Option<String>,
     /// Backup, restore and delete jobs this node runs at once (0: no worker here).
     pub backup_workers: usize,
@@ -292,14 +302,12 @@ impl Config {
     }
 
     /// This node's name in the catalog.
+    /// This node's name: `node_name`, or by default the host name and the process id,
+    /// so that two processes on one host never share one.
     pub fn node_name(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "vbs".into())
-        })
+        self.node_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()))
     }
 
     /// The repository's URL (or directory).

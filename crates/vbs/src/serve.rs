@@ -25,15 +25,40 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let roles = config.roles()?;
     let node = config.node_name();
-    let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let host = crate::config::host_name();
+    // Which process holds the node's name: this host, this pid, this start.
+    let instance = format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let catalog = Catalog::open(&config.catalog_options())
         .await
         .context("opening the catalog")?;
     tracing::info!(dialect = ?catalog.dialect(), %node, %roles, "catalog ready");
-    let pool = Pool::open(&config.data_dir).context("opening the volume pool")?;
     let lease = Duration::from_secs(config.job_lease_secs.max(1));
+    // The node's presence: API nodes send work only while some worker is alive. The
+    // name is claimed before anything else is done: a live node that holds it keeps it.
+    let works = roles.worker && config.backup_workers > 0;
+    let announced = Roles {
+        worker: works,
+        ..roles
+    }
+    .to_string();
+    let started = vbs_catalog::ts::now_micros();
+    claim_name(
+        &catalog,
+        &node,
+        &instance,
+        &host,
+        &announced,
+        started,
+        micros(lease),
+    )
+    .await?;
+    let pool = Pool::open(&config.data_dir).context("opening the volume pool")?;
     // Copies, deletes and extends of volumes run inside the process that took the
     // request and keep their row fresh; the sweep at start-up (all of them on SQLite,
     // where this is the only process) and the scheduler's (those unchanged for a lease:
@@ -60,7 +85,6 @@ pub async fn run(
     }
     let (stop_tasks, tasks_stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let works = roles.worker && config.backup_workers > 0;
     if works {
         // The repository: only workers touch backup bytes.
         let store = config.open_repository().await?;
@@ -93,17 +117,6 @@ pub async fn run(
             tasks_stop.clone(),
         ));
     }
-    // The node's presence: API nodes send work only while some worker is alive.
-    let announced = Roles {
-        worker: works,
-        ..roles
-    }
-    .to_string();
-    let started = vbs_catalog::ts::now_micros();
-    catalog
-        .heartbeat_node(&node, &instance, &announced, started, micros(lease))
-        .await
-        .context("announcing this node in the catalog")?;
     {
         let (catalog, node, instance, mut stop) = (
             catalog.clone(),
@@ -120,11 +133,17 @@ pub async fn run(
                 if *stop.borrow() {
                     break;
                 }
-                if let Err(e) = catalog
-                    .heartbeat_node(&node, &instance, &announced, started, micros(lease))
+                match catalog
+                    .heartbeat_node(&node, &instance, &announced, micros(lease))
                     .await
                 {
-                    tracing::warn!(error = %e, "renewing this node's presence failed");
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(
+                        %node,
+                        "another process took this node's name over after its lease ran out; \
+                         this node no longer counts as alive"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "renewing this node's presence failed"),
                 }
             }
             let _ = catalog.remove_node(&node, &instance).await;
@@ -168,6 +187,50 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     catalog.close().await;
     Ok(())
+}
+
+/// Claims the node name, or fails saying who holds it. A holder that was a process of
+/// this host that no longer runs (killed, crashed) is taken over at once instead of
+/// after its lease.
+async fn claim_name(
+    catalog: &Catalog,
+    node: &str,
+    instance: &str,
+    host: &str,
+    roles: &str,
+    started: i64,
+    lease: i64,
+) -> anyhow::Result<()> {
+    let gone_here = |holder: &str| {
+        let mut parts = holder.splitn(3, ':');
+        let (h, pid) = (parts.next(), parts.next());
+        h == Some(host)
+            && pid.is_some_and(|p| {
+                p.parse::<u32>().is_ok_and(|p| {
+                    p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+                })
+            })
+    };
+    let stale = catalog
+        .node(node)
+        .await
+        .context("reading this node's name in the catalog")?
+        .map(|n| n.instance)
+        .filter(|i| gone_here(i));
+    match catalog
+        .claim_node(node, instance, roles, started, lease, stale.as_deref())
+        .await
+        .context("announcing this node in the catalog")?
+    {
+        Ok(()) => Ok(()),
+        Err(holder) => anyhow::bail!(
+            "node name {node:?} is held by a live node (process {}, roles {}, started {}); \
+             give each node its own node_name, or stop the other one",
+            holder.instance,
+            holder.roles,
+            vbs_catalog::ts::format_api(holder.started_at)
+        ),
+    }
 }
 
 fn micros(d: Duration) -> i64 {

@@ -10,6 +10,7 @@ mod cluster;
 mod crash;
 mod detail;
 mod list;
+mod nodes;
 mod policies;
 mod policy_cluster;
 mod policy_schedule;
