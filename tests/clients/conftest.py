@@ -263,10 +263,11 @@ def start_vbs(data_dir, log_path, auth="noauth", catalog=None, config=None, env=
 class Deployment:
     """A seeded vbs server plus the data set it serves."""
 
-    def __init__(self, backend, server, dataset):
+    def __init__(self, backend, server, dataset, data_dir=None):
         self.backend = backend
         self.server = server
         self.data = dataset
+        self.data_dir = data_dir
 
     def __repr__(self):
         return f"<vbs on {self.backend}>"
@@ -277,7 +278,7 @@ def deploy(backend, tmp_path_factory, dataset, catalog=None):
     data_dir = work / "data"
     data_dir.mkdir()
     import_backups(data_dir, catalog, dataset.rows(), work)
-    return Deployment(backend, start_vbs(data_dir, work / "vbs.log", catalog=catalog), dataset)
+    return Deployment(backend, start_vbs(data_dir, work / "vbs.log", catalog=catalog), dataset, data_dir)
 
 
 @pytest.fixture(scope="session")

@@ -152,9 +152,10 @@ def test_sdk_volumes_and_snapshots(vbs):
     assert list(bs.volumes()) == []
 
 
-def test_manage_existing_file_as_admin(sqlite_vbs, tmp_path):
+def test_manage_existing_file_as_admin(sqlite_vbs):
     vbs = sqlite_vbs
-    img = tmp_path / "existing.raw"
+    # Only files under the server's manageable roots (default: DATA_DIR/manageable).
+    img = vbs.data_dir / "manageable" / "existing.raw"
     with open(img, "wb") as f:
         f.truncate(3 * 2**30 // 2)  # 1.5 GiB, sparse: managed as 2 GiB
     admin = fresh_project("admin")

@@ -1,7 +1,9 @@
 //! `POST /manageable_volumes` (admins): bring an existing raw image file or block device
 //! under management in place, without copying. Its size is read from the file (its
 //! length) or the device (by seeking to its end) and rounded up to whole GiB; the path
-//! is kept in `provider_location`. Deleting such a volume never deletes the file.
+//! is kept in `provider_location`. Deleting such a volume never deletes the file. Only
+//! files and devices under the configured `manageable_roots` may be adopted, after
+//! their path is resolved.
 
 use std::path::{Path, PathBuf};
 
@@ -166,6 +168,18 @@ impl VolumeService {
                 return Err(bad_ref("Failed to open the volume."));
             }
         };
+        // Only under the configured roots, the path resolved (symlinks, `..`): an admin
+        // token must not adopt /etc/passwd and let a restore overwrite it.
+        if !self
+            .manageable_roots
+            .iter()
+            .any(|root| path.starts_with(root))
+        {
+            return Err(bad_ref(
+                "The source-name is not under a directory this service may manage \
+                 (manageable_roots).",
+            ));
+        }
         if self.pool.owns(&path) {
             return Err(bad_ref("Volume already managed."));
         }

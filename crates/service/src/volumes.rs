@@ -70,6 +70,8 @@ pub struct VolumeService {
     pub(crate) pool: Pool,
     /// How often running in-process work refreshes its row (see [`Self::while_fresh`]).
     heartbeat: std::time::Duration,
+    /// Directories (resolved) under which files and devices may be managed.
+    pub(crate) manageable_roots: std::sync::Arc<Vec<PathBuf>>,
 }
 
 /// Aborts a task when dropped: a heartbeat stops with the work it belongs to, even when
@@ -243,7 +245,16 @@ impl VolumeService {
             catalog,
             pool,
             heartbeat: std::time::Duration::from_secs(10),
+            manageable_roots: std::sync::Arc::default(),
         }
+    }
+
+    /// Sets the directories under which manage-existing may adopt files and block
+    /// devices (each resolved: symlinks and `..` gone). None: nothing may be adopted.
+    #[must_use]
+    pub fn with_manageable_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        self.manageable_roots = std::sync::Arc::new(roots);
+        self
     }
 
     /// Sets how often running copies, deletes and extends refresh their row; a third

@@ -114,6 +114,9 @@ pub struct Config {
     pub gc_interval_secs: u64,
     /// Seconds between the scheduler's sweeps for work of dead nodes.
     pub scheduler_tick_secs: u64,
+    /// Directories whose files and block devices manage-existing may adopt (default:
+    /// `manageable/` in `data_dir`).
+    pub manageable_roots: Vec<PathBuf>,
     /// Test-only: the backup policies' scheduler goes by a simulated clock.
     pub scheduler_clock: Option<SchedulerClock>,
     /// Never serialized: the default has none, and it holds a secret.
@@ -185,6 +188,7 @@ impl Default for Config {
             job_max_attempts: 3,
             gc_interval_secs: 3600,
             scheduler_tick_secs: 10,
+            manageable_roots: Vec::new(),
             scheduler_clock: None,
             keystone: None,
         }
@@ -228,6 +232,7 @@ const ENV_KEYS: &[&str] = &[
     "job_max_attempts",
     "gc_interval_secs",
     "scheduler_tick_secs",
+    "manageable_roots",
     "scheduler_clock",
     "keystone",
 ];

@@ -63,7 +63,9 @@ pub async fn run(
     // request and keep their row fresh; the sweep at start-up (all of them on SQLite,
     // where this is the only process) and the scheduler's (those unchanged for a lease:
     // their node died) fail the ones whose process is gone.
-    let volumes = VolumeService::new(catalog.clone(), pool).with_heartbeat(lease / 3);
+    let volumes = VolumeService::new(catalog.clone(), pool)
+        .with_heartbeat(lease / 3)
+        .with_manageable_roots(manageable_roots(&config)?);
     let host = format!("vbs@{}", config.listen);
     let mut lifecycle = BackupLifecycle::new(catalog.clone(), volumes.clone(), host);
     if let Some(clock) = &config.scheduler_clock {
@@ -187,6 +189,28 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     catalog.close().await;
     Ok(())
+}
+
+/// The resolved directories manage-existing may adopt from; the default one is made.
+fn manageable_roots(config: &Config) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let roots = if config.manageable_roots.is_empty() {
+        let default = config.data_dir.join("manageable");
+        std::fs::create_dir_all(&default)
+            .with_context(|| format!("creating {}", default.display()))?;
+        vec![default]
+    } else {
+        config.manageable_roots.clone()
+    };
+    let mut resolved = Vec::with_capacity(roots.len());
+    for root in roots {
+        match std::fs::canonicalize(&root) {
+            Ok(r) => resolved.push(r),
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "a manageable root is unusable; skipped")
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 /// Claims the node name, or fails saying who holds it. A holder that was a process of

@@ -638,7 +638,8 @@ both!(snapshot_rules);
 
 async fn manage_existing(b: Backend) {
     let s = Server::start_with(b, &[], &[]);
-    let outside = std::env::temp_dir().join(format!("vbs-manage-{}", uuid::Uuid::new_v4()));
+    // Files may be adopted from the data directory's `manageable/` only (issue 16).
+    let outside = s.dir().join("manageable").join("sub");
     std::fs::create_dir_all(&outside).unwrap();
     let img = outside.join("disk.raw");
     let f = std::fs::File::create(&img).unwrap();
@@ -698,6 +699,33 @@ async fn manage_existing(b: Backend) {
             missing.display()
         ),
     );
+    // Anything outside the roots, however it is named, is an invalid reference.
+    let elsewhere = s.dir().join("elsewhere.raw");
+    std::fs::File::create(&elsewhere)
+        .unwrap()
+        .set_len(GIB)
+        .unwrap();
+    std::os::unix::fs::symlink(&elsewhere, outside.join("link.raw")).unwrap();
+    for path in [
+        "/etc/passwd".to_owned(),
+        elsewhere.display().to_string(),
+        format!("{}/../../elsewhere.raw", outside.display()),
+        outside.join("link.raw").display().to_string(),
+    ] {
+        assert_fault(
+            admin
+                .post(
+                    "manageable_volumes",
+                    json!({"volume": {"ref": {"source-name": path}}}),
+                )
+                .await,
+            400,
+            "badRequest",
+            &format!(
+                "Manage existing volume failed due to invalid backend reference {{'source-name': '{path}'}}: The source-name is not under a directory this service may manage (manageable_roots).",
+            ),
+        );
+    }
     assert_fault(
         admin
             .post(
