@@ -12,6 +12,7 @@ mod error;
 pub mod keystone;
 mod links;
 mod manage;
+mod quota_sets;
 mod snapshots;
 mod vbs;
 mod version;
@@ -184,6 +185,7 @@ pub fn router(state: AppState) -> Router {
                 get(snapshots::show_snapshot).delete(snapshots::delete_snapshot),
             );
     }
+    r = quota_sets::routes(r);
     r = vbs::routes(r);
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -82,7 +82,15 @@ impl Catalog {
         let now = ts::now_micros();
         let mut tx = self.begin().await?;
         match target {
-            RestoreTarget::New(v) => insert_volume(&mut tx, v).await?,
+            RestoreTarget::New(v) => {
+                insert_volume(&mut tx, v).await?;
+                self.check_quota(
+                    &mut tx,
+                    &v.project_id,
+                    &[("volumes", 1), ("gigabytes", v.size)],
+                )
+                .await?;
+            }
             RestoreTarget::Existing(id) => {
                 let mut sql = Sql::default();
                 sql.push(
@@ -207,6 +215,12 @@ impl Catalog {
             }
         }
         exec(&mut tx, job_insert(job)).await?;
+        self.check_quota(
+            &mut tx,
+            &b.project_id,
+            &[("backups", 1), ("backup_gigabytes", b.size)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

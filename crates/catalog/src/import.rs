@@ -524,7 +524,10 @@ impl Catalog {
         }
         tx.execute("ALTER TABLE backups DISABLE TRIGGER backup_counts_maintain")
             .await?;
+        tx.execute("ALTER TABLE backups DISABLE TRIGGER quota_backups")
+            .await?;
         recreate.push("ALTER TABLE backups ENABLE TRIGGER backup_counts_maintain".into());
+        recreate.push("ALTER TABLE backups ENABLE TRIGGER quota_backups".into());
         Ok(recreate)
     }
 
@@ -539,6 +542,7 @@ impl Catalog {
             tracing::debug!(elapsed = ?t.elapsed(), %sql, "rebuilt");
         }
         tx.execute(RECOUNT).await?;
+        tx.execute(crate::quotas::RECOUNT_BACKUP_USAGE).await?;
         // Fresh statistics for the planner after a load this size.
         tx.execute("ANALYZE backups").await?;
         Ok(())

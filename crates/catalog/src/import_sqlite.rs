@@ -230,6 +230,9 @@ fn load_in_transaction(
         }
         tx.execute_batch("INSERT INTO backups_name_fts (backups_name_fts) VALUES ('rebuild');")
             .map_err(CatalogError::from)?;
+        // The usage triggers were dropped too.
+        tx.execute_batch(crate::quotas::RECOUNT_BACKUP_USAGE)
+            .map_err(CatalogError::from)?;
         let mut add = tx
             .prepare(
                 "INSERT INTO backup_counts (project_id, volume_id, status, n) \

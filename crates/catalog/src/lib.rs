@@ -14,6 +14,7 @@ mod import_sqlite;
 mod jobs;
 mod migrate;
 mod policies;
+mod quotas;
 mod read;
 mod snapshots;
 pub mod ts;
@@ -39,6 +40,7 @@ pub use policies::{
     AssociateRefused, PolicyBackup, PolicyRecord, PolicyResource, PolicyTask, PolicyTaskRef,
     TaskQuery,
 };
+pub use quotas::{QUOTA_RESOURCES, QuotaUsage};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,
@@ -60,6 +62,14 @@ pub enum CatalogError {
     /// The database failed or could not be reached; a retry may help.
     #[error("catalog unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A create would take a project past a quota: `in_use` before it, `requested` by it.
+    #[error("quota exceeded for {resource}: {in_use} used of {limit}, {requested} requested")]
+    OverQuota {
+        resource: &'static str,
+        limit: i64,
+        in_use: i64,
+        requested: i64,
+    },
     /// The database engine refused a read (the message says why).
     #[error("catalog engine error: {0}")]
     Engine(String),
@@ -99,6 +109,8 @@ pub struct Catalog {
     readers: Option<std::sync::Arc<read::SqliteReaders>>,
     /// SQLite only: the database file.
     sqlite_path: Option<String>,
+    /// The configured default quota limits.
+    quota_defaults: quotas::QuotaDefaults,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -199,6 +211,7 @@ impl Catalog {
             dialect,
             readers: None,
             sqlite_path: None,
+            quota_defaults: quotas::QuotaDefaults::default(),
         };
         migrate::run(&catalog).await?;
         if dialect == Dialect::Sqlite {

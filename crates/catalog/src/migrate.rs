@@ -40,6 +40,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_job_face.sql"),
     ),
     (
+        7,
+        "quotas",
+        include_str!("../migrations/sqlite/0007_quotas.sql"),
+    ),
+    (
         9,
         "policies",
         include_str!("../migrations/sqlite/0009_policies.sql"),
@@ -75,6 +80,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "job face",
         include_str!("../migrations/postgres/0006_job_face.sql"),
+    ),
+    (
+        7,
+        "quotas",
+        include_str!("../migrations/postgres/0007_quotas.sql"),
     ),
     (
         9,

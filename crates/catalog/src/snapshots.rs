@@ -131,6 +131,12 @@ impl Catalog {
             &s.metadata,
         )
         .await?;
+        self.check_quota(
+            &mut tx,
+            &s.project_id,
+            &[("snapshots", 1), ("gigabytes", s.size)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

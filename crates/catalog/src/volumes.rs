@@ -241,6 +241,12 @@ impl Catalog {
     pub async fn create_volume(&self, v: &NewVolume) -> Result<(), CatalogError> {
         let mut tx = self.begin().await?;
         insert_volume(&mut tx, v).await?;
+        self.check_quota(
+            &mut tx,
+            &v.project_id,
+            &[("volumes", 1), ("gigabytes", v.size)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

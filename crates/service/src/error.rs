@@ -49,6 +49,15 @@ impl From<CatalogError> for Error {
         match e {
             CatalogError::NotFound => Error::NotFound("The resource could not be found.".into()),
             CatalogError::Unavailable(src) => Error::Unavailable(src.to_string()),
+            CatalogError::OverQuota {
+                resource,
+                limit,
+                in_use,
+                requested,
+            } => Error::OverQuota {
+                resource,
+                message: crate::quotas::over_quota_message(resource, limit, in_use, requested),
+            },
             other => Error::Internal(other.to_string()),
         }
     }

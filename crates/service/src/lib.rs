@@ -14,6 +14,7 @@ mod manage;
 mod microversion;
 mod policies;
 pub mod policy_time;
+mod quotas;
 mod scheduler;
 pub mod schema;
 mod snapshots;
@@ -35,6 +36,7 @@ pub use policies::{
     MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
     task_status,
 };
+pub use quotas::{QuotaSet, over_quota_message, quota_set_body};
 pub use scheduler::{SchedulerOptions, run_scheduler};
 pub use snapshots::CreateSnapshotOptions;
 pub use volumes::{

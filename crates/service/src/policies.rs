@@ -676,6 +676,22 @@ impl BackupLifecycle {
                 format!("The disk {id} is {}; it cannot be protected.", v.status),
             )));
         }
+        // A disk whose backups the project's quota no longer allows.
+        let backups = self
+            .catalog()
+            .quota_usages(&ctx.project_id)
+            .await?
+            .into_iter()
+            .find(|u| u.resource == "backups");
+        if let Some(u) = backups.filter(|u| u.limit >= 0 && u.in_use >= u.limit) {
+            return Ok(Some((
+                "AutoBackup.0218",
+                format!(
+                    "The project's backup quota is used up ({} of {}).",
+                    u.in_use, u.limit
+                ),
+            )));
+        }
         let r = PolicyResource {
             volume_id: id.to_owned(),
             policy_id: policy.id.clone(),

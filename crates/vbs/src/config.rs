@@ -114,6 +114,8 @@ pub struct Config {
     pub gc_interval_secs: u64,
     /// Seconds between the scheduler's sweeps for work of dead nodes.
     pub scheduler_tick_secs: u64,
+    /// Default quota limits of every project (admins set per-project ones).
+    pub quota: QuotaConfig,
     /// Directories whose files and block devices manage-existing may adopt (default:
     /// `manageable/` in `data_dir`).
     pub manageable_roots: Vec<PathBuf>,
@@ -122,6 +124,49 @@ pub struct Config {
     /// Never serialized: the default has none, and it holds a secret.
     #[serde(skip_serializing)]
     pub keystone: Option<KeystoneOptions>,
+}
+
+/// Default quota limits (`-1`: unlimited, the default of each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub volumes: i64,
+    pub snapshots: i64,
+    pub gigabytes: i64,
+    pub backups: i64,
+    pub backup_gigabytes: i64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            volumes: -1,
+            snapshots: -1,
+            gigabytes: -1,
+            backups: -1,
+            backup_gigabytes: -1,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// The limits by resource, each checked (-1 or more).
+    pub fn limits(&self) -> anyhow::Result<std::collections::BTreeMap<&'static str, i64>> {
+        let all = [
+            ("volumes", self.volumes),
+            ("snapshots", self.snapshots),
+            ("gigabytes", self.gigabytes),
+            ("backups", self.backups),
+            ("backup_gigabytes", self.backup_gigabytes),
+        ];
+        for (name, v) in all {
+            anyhow::ensure!(
+                v >= -1,
+                "quota.{name} must be -1 (unlimited) or more, not {v}"
+            );
+        }
+        Ok(all.into_iter().collect())
+    }
 }
 
 /// A simulated clock for the policy scheduler (tests and the CI's end-to-end run
@@ -188,6 +233,7 @@ impl Default for Config {
             job_max_attempts: 3,
             gc_interval_secs: 3600,
             scheduler_tick_secs: 10,
+            quota: QuotaConfig::default(),
             manageable_roots: Vec::new(),
             scheduler_clock: None,
             keystone: None,
@@ -232,6 +278,7 @@ const ENV_KEYS: &[&str] = &[
     "job_max_attempts",
     "gc_interval_secs",
     "scheduler_tick_secs",
+    "quota",
     "manageable_roots",
     "scheduler_clock",
     "keystone",

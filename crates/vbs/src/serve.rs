@@ -38,6 +38,7 @@ pub async fn run(
         .await
         .context("opening the catalog")?;
     tracing::info!(dialect = ?catalog.dialect(), %node, %roles, "catalog ready");
+    catalog.set_quota_defaults(&config.quota.limits()?);
     let lease = Duration::from_secs(config.job_lease_secs.max(1));
     // The node's presence: API nodes send work only while some worker is alive. The
     // name is claimed before anything else is done: a live node that holds it keeps it.

@@ -15,4 +15,5 @@ mod policies;
 mod policy_cluster;
 mod policy_schedule;
 mod protocol;
+mod quota;
 mod volumes;
