@@ -3,7 +3,12 @@
 //! path that adds a backup, volume or snapshot (VBS codes on `/cloudbackups`), usage
 //! freed by deletes, and 20 concurrent creates against a quota of 5 leaving exactly 5,
 //! on SQLite and on PostgreSQL with two API nodes.
-#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    clippy::doc_markdown
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
