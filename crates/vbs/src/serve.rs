@@ -207,7 +207,7 @@ fn manageable_roots(config: &Config) -> anyhow::Result<Vec<std::path::PathBuf>> 
         match std::fs::canonicalize(&root) {
             Ok(r) => resolved.push(r),
             Err(e) => {
-                tracing::warn!(root = %root.display(), error = %e, "a manageable root is unusable; skipped")
+                tracing::warn!(root = %root.display(), error = %e, "a manageable root is unusable; skipped");
             }
         }
     }
