@@ -12,6 +12,7 @@ mod cluster;
 mod import;
 mod import_sqlite;
 mod jobs;
+mod listing;
 mod migrate;
 mod policies;
 mod quotas;

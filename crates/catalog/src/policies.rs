@@ -11,6 +11,7 @@
 use sqlx::Row as _;
 
 use crate::jobs::{NewJob, job_insert};
+use crate::listing::List;
 use crate::read::{Cost, DbRow, Sql, Value, text};
 use crate::write::exec;
 use crate::{Catalog, CatalogError, ts};
@@ -632,77 +633,43 @@ impl Catalog {
         &self,
         q: &TaskQuery,
     ) -> Result<(Vec<PolicyTask>, u64), CatalogError> {
-        let mut filter = Sql::default();
-        filter
-            .push(
-                " FROM policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id WHERE t.policy_id = ",
-            )
-            .bind(text(&q.policy_id));
-        if let Some(id) = &q.job_id {
-            filter.push(" AND t.id = ").bind(text(id));
-        }
+        let mut list = List::new(
+            TASK_COLUMNS,
+            "policy_tasks t LEFT JOIN jobs j ON j.id = t.vbs_job_id",
+            "t.id",
+        );
+        list.eq("t.policy_id", text(&q.policy_id))
+            .eq_opt("t.id", q.job_id.as_deref())
+            .sort("t.created_at", !q.ascending)
+            .page(q.offset, q.limit);
         match q.status.as_deref() {
             None => {}
             Some("WAITING") => {
-                filter.push(" AND t.status = 'RUNNING' AND j.state = 'queued'");
+                list.when("t.status = 'RUNNING' AND j.state = 'queued'");
             }
             Some("RUNNING") => {
-                filter
-                    .push(" AND t.status = 'RUNNING' AND (j.state IS NULL OR j.state <> 'queued')");
+                list.when("t.status = 'RUNNING' AND (j.state IS NULL OR j.state <> 'queued')");
             }
             Some(other) => {
-                filter.push(" AND t.status = ").bind(text(other));
+                list.eq("t.status", text(other));
             }
         }
-        let mut count = Sql::default();
-        count.push("SELECT COUNT(*)");
-        append(&mut count, &filter);
-        let row = count.into_query().fetch_one(self.pool()).await?;
-        let total = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
-
-        let mut sql = Sql::default();
-        sql.push("SELECT ").push(TASK_COLUMNS);
-        append(&mut sql, &filter);
-        let (cmp, dir) = if q.ascending {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
+        let total = self.count_of(&list).await?;
         if let Some(marker) = &q.marker {
-            let mut m = Sql::default();
-            m.push("SELECT created_at, id FROM policy_tasks WHERE policy_id = ")
-                .bind(text(&q.policy_id))
-                .push(" AND id = ")
-                .bind(text(marker));
-            let Some(row) = m.into_query().fetch_optional(self.pool()).await? else {
-                return Err(CatalogError::NotFound);
-            };
-            let (at, id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-            sql.push(&format!(" AND (t.created_at {cmp} "))
-                .bind(Value::Int(at))
-                .push(" OR (t.created_at = ")
-                .bind(Value::Int(at))
-                .push(&format!(" AND t.id {cmp} "))
-                .bind(text(&id))
-                .push("))");
+            let keyset = self
+                .keyset_of(
+                    "policy_tasks",
+                    "created_at",
+                    marker,
+                    None,
+                    &[("policy_id", q.policy_id.as_str())],
+                )
+                .await?;
+            list.after(keyset);
         }
-        sql.push(&format!(" ORDER BY t.created_at {dir}, t.id {dir}"));
-        if let Some(limit) = q.limit {
-            sql.push(" LIMIT ")
-                .bind(Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-        } else if self.dialect() == crate::Dialect::Sqlite {
-            // SQLite takes an OFFSET only after a LIMIT.
-            sql.push(" LIMIT -1");
-        }
-        if q.offset > 0 {
-            sql.push(" OFFSET ")
-                .bind(Value::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
-        }
-        let rows = sql.into_query().fetch_all(self.pool()).await?;
-        let tasks = rows
-            .iter()
-            .map(|r| task_from_row(r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tasks = self
+            .fetch(list.select(self.dialect()), Cost::Large, task_from_row)
+            .await?;
         Ok((tasks, total))
     }
 
@@ -815,24 +782,6 @@ pub(crate) fn task_outcome_sql(pk: i64) -> Sql {
     .bind(Value::Int(pk))
     .push(")");
     sql
-}
-
-/// `sql` followed by `tail` (its text and binds renumbered).
-fn append(sql: &mut Sql, tail: &Sql) {
-    let mut text_part = String::new();
-    let mut rest = tail.text.as_str();
-    let mut n = 0;
-    while let Some(i) = rest.find('$') {
-        text_part.push_str(&rest[..i]);
-        let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
-        rest = &rest[i + 1 + digits..];
-        sql.push(&text_part);
-        text_part.clear();
-        sql.bind(tail.binds[n].clone());
-        n += 1;
-    }
-    text_part.push_str(rest);
-    sql.push(&text_part);
 }
 
 fn tag_upsert(policy_id: &str, key: &str, value: &str) -> Sql {

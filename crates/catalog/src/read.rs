@@ -48,6 +48,20 @@ impl Sql {
         self
     }
 
+    /// Appends `tail`: its text, its placeholders renumbered after this one's.
+    pub fn append(&mut self, tail: &Sql) -> &mut Self {
+        let mut rest = tail.text.as_str();
+        let mut n = 0;
+        while let Some(i) = rest.find('$') {
+            self.push(&rest[..i]);
+            let digits = rest[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            rest = &rest[i + 1 + digits..];
+            self.bind(tail.binds[n].clone());
+            n += 1;
+        }
+        self.push(rest)
+    }
+
     /// Binds a text value, or writes `NULL` for none.
     pub fn bind_opt(&mut self, v: Option<&str>) -> &mut Self {
         match v {

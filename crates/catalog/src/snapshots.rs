@@ -2,8 +2,8 @@
 //! transaction), read, list, status changes and soft delete.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
+use crate::listing::List;
 use crate::read::{Cost, DbRow, Sql, Value, text};
 use crate::volumes::{insert_metadata, push_in};
 use crate::write::exec;
@@ -169,54 +169,27 @@ impl Catalog {
         &self,
         q: &SnapshotQuery,
     ) -> Result<Vec<SnapshotRecord>, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT ")
-            .push(COLUMNS)
-            .push(" FROM snapshots s WHERE s.deleted = 0");
-        if let Some(p) = &q.project_id {
-            sql.push(" AND s.project_id = ").bind(text(p));
-        }
-        if let Some(v) = &q.volume_id {
-            sql.push(" AND s.volume_id = ").bind(text(v));
-        }
-        if let Some(n) = &q.name {
-            sql.push(" AND s.display_name = ").bind(text(n));
-        }
-        if let Some(st) = &q.status {
-            sql.push(" AND s.status = ").bind(text(st));
-        }
+        let mut list = List::new(COLUMNS, "snapshots s", "s.id");
+        list.when("s.deleted = 0")
+            .eq_opt("s.project_id", q.project_id.as_deref())
+            .eq_opt("s.volume_id", q.volume_id.as_deref())
+            .eq_opt("s.display_name", q.name.as_deref())
+            .eq_opt("s.status", q.status.as_deref())
+            .page(q.offset, Some(q.limit));
         if let Some(m) = &q.marker {
-            let mut find = Sql::default();
-            find.push("SELECT created_at, id FROM snapshots WHERE deleted = 0 AND id = ")
-                .bind(text(m));
-            if let Some(p) = &q.project_id {
-                find.push(" AND project_id = ").bind(text(p));
-            }
-            let (created, id) = self
-                .fetch_first(find, |r| Ok((r.int(0)?, r.text(1)?)))
-                .await?
-                .ok_or(CatalogError::NotFound)?;
-            sql.push(" AND (s.created_at < ")
-                .bind(Value::Int(created))
-                .push(" OR (s.created_at = ")
-                .bind(Value::Int(created))
-                .push(" AND s.id < ")
-                .bind(Value::Text(id))
-                .push("))");
+            let scope: Vec<(&str, &str)> = q
+                .project_id
+                .iter()
+                .map(|p| ("project_id", p.as_str()))
+                .collect();
+            let keyset = self
+                .keyset_of("snapshots", "created_at", m, Some("deleted = 0"), &scope)
+                .await?;
+            list.after(keyset);
         }
-        let _ = write!(
-            sql.text,
-            " ORDER BY s.created_at DESC, s.id DESC LIMIT {}",
-            i64::try_from(q.limit).unwrap_or(i64::MAX)
-        );
-        if q.offset > 0 {
-            let _ = write!(
-                sql.text,
-                " OFFSET {}",
-                i64::try_from(q.offset).unwrap_or(i64::MAX)
-            );
-        }
-        let mut records = self.fetch(sql, Cost::Large, snapshot_from_row).await?;
+        let mut records = self
+            .fetch(list.select(self.dialect()), Cost::Large, snapshot_from_row)
+            .await?;
         self.fill_snapshots(&mut records).await?;
         Ok(records)
     }

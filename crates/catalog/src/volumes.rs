@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::listing::List;
 use crate::read::{Cost, DbRow, Sql, Value, text};
 use crate::write::{Tx, exec, query_int};
 use crate::{Catalog, CatalogError, ts};
@@ -278,52 +279,26 @@ impl Catalog {
     /// Live volumes in the default order (`created_at` desc, `id` desc), with metadata and
     /// attachments. An unknown marker is [`CatalogError::NotFound`].
     pub async fn list_volumes(&self, q: &VolumeQuery) -> Result<Vec<VolumeRecord>, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT ")
-            .push(COLUMNS)
-            .push(" FROM volumes v WHERE v.deleted = 0");
-        if let Some(p) = &q.project_id {
-            sql.push(" AND v.project_id = ").bind(text(p));
-        }
-        if let Some(n) = &q.name {
-            sql.push(" AND v.display_name = ").bind(text(n));
-        }
-        if let Some(s) = &q.status {
-            sql.push(" AND v.status = ").bind(text(s));
-        }
+        let mut list = List::new(COLUMNS, "volumes v", "v.id");
+        list.when("v.deleted = 0")
+            .eq_opt("v.project_id", q.project_id.as_deref())
+            .eq_opt("v.display_name", q.name.as_deref())
+            .eq_opt("v.status", q.status.as_deref())
+            .page(q.offset, Some(q.limit));
         if let Some(m) = &q.marker {
-            let mut find = Sql::default();
-            find.push("SELECT created_at, id FROM volumes WHERE deleted = 0 AND id = ")
-                .bind(text(m));
-            if let Some(p) = &q.project_id {
-                find.push(" AND project_id = ").bind(text(p));
-            }
-            let (created, id) = self
-                .fetch_first(find, |r| Ok((r.int(0)?, r.text(1)?)))
-                .await?
-                .ok_or(CatalogError::NotFound)?;
-            sql.push(" AND (v.created_at < ")
-                .bind(Value::Int(created))
-                .push(" OR (v.created_at = ")
-                .bind(Value::Int(created))
-                .push(" AND v.id < ")
-                .bind(Value::Text(id))
-                .push("))");
+            let scope: Vec<(&str, &str)> = q
+                .project_id
+                .iter()
+                .map(|p| ("project_id", p.as_str()))
+                .collect();
+            let keyset = self
+                .keyset_of("volumes", "created_at", m, Some("deleted = 0"), &scope)
+                .await?;
+            list.after(keyset);
         }
-        // Literal LIMIT/OFFSET, as in the backup lists (integers we produced).
-        let _ = write!(
-            sql.text,
-            " ORDER BY v.created_at DESC, v.id DESC LIMIT {}",
-            i64::try_from(q.limit).unwrap_or(i64::MAX)
-        );
-        if q.offset > 0 {
-            let _ = write!(
-                sql.text,
-                " OFFSET {}",
-                i64::try_from(q.offset).unwrap_or(i64::MAX)
-            );
-        }
-        let mut records = self.fetch(sql, Cost::Large, volume_from_row).await?;
+        let mut records = self
+            .fetch(list.select(self.dialect()), Cost::Large, volume_from_row)
+            .await?;
         self.fill_volumes(&mut records).await?;
         Ok(records)
     }
