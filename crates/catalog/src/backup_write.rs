@@ -54,6 +54,8 @@ pub enum RestoreTarget<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteStart {
     Started,
+    /// It is shared with other projects.
+    Shared,
     /// Incremental backups depend on it.
     HasDependents,
     /// Its status is not one the delete starts from.
@@ -392,8 +394,8 @@ impl Catalog {
             push_in(&mut sql, from);
         }
         sql.push(
-            " AND num_dependent_backups = 0 AND NOT EXISTS (SELECT 1 FROM backups c \
-             WHERE c.deleted = 0 AND c.parent_id = ",
+            " AND num_dependent_backups = 0 AND share_count = 0 AND NOT EXISTS \
+             (SELECT 1 FROM backups c WHERE c.deleted = 0 AND c.parent_id = ",
         )
         .bind(text(id))
         .push(")");
@@ -405,6 +407,12 @@ impl Catalog {
         }
         drop(tx);
         let b = self.get_backup(id, None).await?;
+        let mut sql = Sql::default();
+        sql.push("SELECT share_count FROM backups WHERE deleted = 0 AND id = ")
+            .bind(text(id));
+        if self.fetch_first(sql, |r| r.int(0)).await?.unwrap_or(0) > 0 {
+            return Ok(DeleteStart::Shared);
+        }
         if b.num_dependent_backups > 0 || self.backup_children(id).await? > 0 {
             Ok(DeleteStart::HasDependents)
         } else {

@@ -17,6 +17,7 @@ mod migrate;
 mod policies;
 mod quotas;
 mod read;
+mod sharing;
 mod snapshots;
 pub mod ts;
 mod volumes;
@@ -42,6 +43,7 @@ pub use policies::{
     TaskQuery,
 };
 pub use quotas::{QUOTA_RESOURCES, QuotaUsage};
+pub use sharing::{ShareQuery, ShareRecord, ShareRefused, ShareSort};
 pub use snapshots::{NewSnapshot, SnapshotQuery, SnapshotRecord};
 pub use volumes::{
     AttachmentRecord, DeleteCheck, NewAttachment, NewVolume, Previous, VolumeQuery, VolumeRecord,

@@ -6,13 +6,13 @@
 
 use std::fmt::Write as _;
 
-use crate::read::{Sql, Value, text};
+use crate::read::{Cost, RowMap, Sql, Value, text};
 use crate::{Catalog, CatalogError, Dialect};
 
 /// A list query being built.
 #[derive(Debug, Clone)]
 pub(crate) struct List {
-    columns: &'static str,
+    columns: std::borrow::Cow<'static, str>,
     from: &'static str,
     conditions: Vec<Sql>,
     /// The sort column and the id column that breaks ties (both qualified).
@@ -30,9 +30,13 @@ pub(crate) type Keyset = (Value, String);
 impl List {
     /// `SELECT columns FROM from`, newest first on `(created_at, id)` of `alias` until
     /// [`Self::sort`] says otherwise.
-    pub(crate) fn new(columns: &'static str, from: &'static str, id: &'static str) -> Self {
+    pub(crate) fn new(
+        columns: impl Into<std::borrow::Cow<'static, str>>,
+        from: &'static str,
+        id: &'static str,
+    ) -> Self {
         Self {
-            columns,
+            columns: columns.into(),
             from,
             conditions: Vec::new(),
             sort: (id.replace(".id", ".created_at"), id),
@@ -114,7 +118,7 @@ impl List {
     /// The page.
     pub(crate) fn select(&self, dialect: Dialect) -> Sql {
         let mut sql = Sql::default();
-        sql.push("SELECT ").push(self.columns);
+        sql.push("SELECT ").push(&self.columns);
         self.filtered(&mut sql);
         let (column, id) = (&self.sort.0, self.sort.1);
         let (cmp, dir) = if self.descending {
@@ -184,6 +188,35 @@ impl Catalog {
         self.fetch_first(sql, |r| Ok((r.value(0)?, r.text(1)?)))
             .await?
             .ok_or(CatalogError::NotFound)
+    }
+
+    /// Pages `list` of live rows of `table` after marker row `marker` (newest first on
+    /// `created_at`), seen in `project` when there is one.
+    pub(crate) async fn after_live_marker(
+        &self,
+        list: &mut List,
+        table: &str,
+        marker: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        if let Some(m) = marker {
+            let scope: Vec<(&str, &str)> = project.iter().map(|p| ("project_id", *p)).collect();
+            let keyset = self
+                .keyset_of(table, "created_at", m, Some("deleted = 0"), &scope)
+                .await?;
+            list.after(keyset);
+        }
+        Ok(())
+    }
+
+    /// The rows of a list's page.
+    pub(crate) async fn page_of<T: Send + 'static>(
+        &self,
+        list: &List,
+        map: RowMap<T>,
+    ) -> Result<Vec<T>, CatalogError> {
+        self.fetch(list.select(self.dialect()), Cost::Large, map)
+            .await
     }
 
     /// The count of a list.

@@ -45,6 +45,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_quotas.sql"),
     ),
     (
+        8,
+        "sharing",
+        include_str!("../migrations/sqlite/0008_sharing.sql"),
+    ),
+    (
         9,
         "policies",
         include_str!("../migrations/sqlite/0009_policies.sql"),
@@ -85,6 +90,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "quotas",
         include_str!("../migrations/postgres/0007_quotas.sql"),
+    ),
+    (
+        8,
+        "sharing",
+        include_str!("../migrations/postgres/0008_sharing.sql"),
     ),
     (
         9,

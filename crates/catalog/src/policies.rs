@@ -717,14 +717,15 @@ impl Catalog {
     /// delete, a backup that incrementals name as their parent may go: every backup's
     /// manifest names all of its blocks, so the children still restore on their own;
     /// they are re-pointed to the backup's own parent so that the chain stays whole
-    /// and the counts of dependents stay right. `false`: it is no longer `available`.
+    /// and the counts of dependents stay right. `false`: it is no longer `available`, or
+    /// it is shared with other projects (never pruned).
     pub async fn begin_prune(&self, backup_id: &str, job: &NewJob) -> Result<bool, CatalogError> {
         let now = ts::now_micros();
         let mut tx = self.begin().await?;
         let mut sql = Sql::default();
         sql.push("UPDATE backups SET status = 'deleting', updated_at = ")
             .bind(Value::Int(now))
-            .push(" WHERE deleted = 0 AND status = 'available' AND id = ")
+            .push(" WHERE deleted = 0 AND status = 'available' AND share_count = 0 AND id = ")
             .bind(text(backup_id));
         if exec(&mut tx, sql).await? != 1 {
             return Ok(false);

@@ -176,20 +176,14 @@ impl Catalog {
             .eq_opt("s.display_name", q.name.as_deref())
             .eq_opt("s.status", q.status.as_deref())
             .page(q.offset, Some(q.limit));
-        if let Some(m) = &q.marker {
-            let scope: Vec<(&str, &str)> = q
-                .project_id
-                .iter()
-                .map(|p| ("project_id", p.as_str()))
-                .collect();
-            let keyset = self
-                .keyset_of("snapshots", "created_at", m, Some("deleted = 0"), &scope)
-                .await?;
-            list.after(keyset);
-        }
-        let mut records = self
-            .fetch(list.select(self.dialect()), Cost::Large, snapshot_from_row)
-            .await?;
+        self.after_live_marker(
+            &mut list,
+            "snapshots",
+            q.marker.as_deref(),
+            q.project_id.as_deref(),
+        )
+        .await?;
+        let mut records = self.page_of(&list, snapshot_from_row).await?;
         self.fill_snapshots(&mut records).await?;
         Ok(records)
     }

@@ -285,20 +285,14 @@ impl Catalog {
             .eq_opt("v.display_name", q.name.as_deref())
             .eq_opt("v.status", q.status.as_deref())
             .page(q.offset, Some(q.limit));
-        if let Some(m) = &q.marker {
-            let scope: Vec<(&str, &str)> = q
-                .project_id
-                .iter()
-                .map(|p| ("project_id", p.as_str()))
-                .collect();
-            let keyset = self
-                .keyset_of("volumes", "created_at", m, Some("deleted = 0"), &scope)
-                .await?;
-            list.after(keyset);
-        }
-        let mut records = self
-            .fetch(list.select(self.dialect()), Cost::Large, volume_from_row)
-            .await?;
+        self.after_live_marker(
+            &mut list,
+            "volumes",
+            q.marker.as_deref(),
+            q.project_id.as_deref(),
+        )
+        .await?;
+        let mut records = self.page_of(&list, volume_from_row).await?;
         self.fill_volumes(&mut records).await?;
         Ok(records)
     }

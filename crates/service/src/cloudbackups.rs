@@ -379,7 +379,16 @@ impl BackupLifecycle {
             ));
         };
         let volume_id = restore_volume_id(r)?;
-        let b = self.cloud_backup(ctx, backup_id).await?;
+        let b = match self.readable(ctx, backup_id).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::vbs(
+                    "VolumeBackup.0111",
+                    format!("The backup {backup_id} does not exist."),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if !ctx.can_write() {
             return Err(coded(
                 Error::Forbidden("backup:restore"),

@@ -17,6 +17,7 @@ pub mod policy_time;
 mod quotas;
 mod scheduler;
 pub mod schema;
+mod sharing;
 mod snapshots;
 mod volume_actions;
 mod volumes;
@@ -38,6 +39,7 @@ pub use policies::{
 };
 pub use quotas::{QuotaSet, over_quota_message, quota_set_body};
 pub use scheduler::{SchedulerOptions, run_scheduler};
+pub use sharing::share_query;
 pub use snapshots::CreateSnapshotOptions;
 pub use volumes::{
     CreateVolumeOptions, DEFAULT_AZ, DEFAULT_TYPE, Listed, POOL_HOST, VOLUME_STATUSES,

@@ -54,6 +54,11 @@ fn invalid_backup(reason: &str) -> Error {
     Error::Invalid(format!("Invalid backup: {reason}"))
 }
 
+/// The owner's delete of a backup other projects were given.
+pub(crate) fn shared_backup() -> Error {
+    invalid_backup("The backup is shared with other projects; cancel its sharing first.")
+}
+
 /// A job of `project` on backup `backup_id`; `entities` is what users see of it.
 fn job(
     kind: JobKind,
@@ -226,6 +231,19 @@ impl BackupLifecycle {
             .fail_interrupted_volume_work(grace.map(|_| stale_before))
             .await?;
         Ok(n)
+    }
+
+    /// A backup the caller may read and restore from: its project's, any (admins), or
+    /// one shared with its project (spec 03 §4).
+    pub(crate) async fn readable(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
+        match self.lookup(ctx, id).await {
+            Err(Error::NotFound(m)) => match self.catalog.get_backup(id, None).await {
+                Ok(b) if self.catalog.shared_with(id, &ctx.project_id).await? => Ok(b),
+                Ok(_) | Err(CatalogError::NotFound) => Err(Error::NotFound(m)),
+                Err(e) => Err(e.into()),
+            },
+            other => other,
+        }
     }
 
     /// A backup in the caller's scope (admins: any project).
@@ -540,6 +558,7 @@ impl BackupLifecycle {
         match self.catalog.begin_backup_delete(&b.id, from, &delete).await {
             Ok(DeleteStart::Started) => {}
             Ok(DeleteStart::HasDependents) => return Err(dependents()),
+            Ok(DeleteStart::Shared) => return Err(shared_backup()),
             Ok(DeleteStart::WrongStatus) | Err(CatalogError::NotFound) => {
                 return Err(invalid_backup("Backup status must be available or error"));
             }
@@ -575,7 +594,7 @@ impl BackupLifecycle {
         let volume_id = schema::optional_uuid(r, "volume_id")?.map(str::to_owned);
         let name = schema::string(r, "name", true, 0, 255)?.map(str::to_owned);
 
-        let b = self.lookup(ctx, id).await?;
+        let b = self.readable(ctx, id).await?;
         if !ctx.can_write() {
             return Err(Error::Forbidden("backup:restore"));
         }

@@ -16,4 +16,5 @@ mod policy_cluster;
 mod policy_schedule;
 mod protocol;
 mod quota;
+mod sharing;
 mod volumes;
