@@ -90,7 +90,7 @@ impl List {
 
     /// Sorts on `column` (then the id), descending or not.
     pub(crate) fn sort(&mut self, column: &str, descending: bool) -> &mut Self {
-        self.sort.0 = column.to_owned();
+        column.clone_into(&mut self.sort.0);
         self.descending = descending;
         self
     }
