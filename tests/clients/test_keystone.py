@@ -389,3 +389,44 @@ def test_vbs_backup_apis_over_http_with_keystone_tokens(keystone, deployment):
     assert follow(body["job_id"])["status"] == "SUCCESS"
     st, _ = call("GET", f"/v3/{alice['project_id']}/backups/{backup_id}", a_token)
     assert st == 404
+
+
+def _quota_rows(out):
+    """`openstack quota show -f json`: a dict of limits, or rows of Resource/Limit."""
+    data = json.loads(out)
+    if isinstance(data, dict):
+        return data
+    return {row["Resource"]: row.get("Limit", row.get("limit")) for row in data}
+
+
+def test_openstack_quota_show_and_set(keystone, deployment):
+    """`openstack quota set --backups N --backup-gigabytes M PROJECT` as the admin, then
+    `openstack quota show --volume PROJECT` as the project's member, unmodified clients
+    through the Keystone catalog; the new limit is enforced at once."""
+    server, _ = deployment
+    admin, bob = keystone["admin"], keystone["projects"][1]
+    openstack = str(BIN_DIR / "openstack")
+    ok(run([openstack, "quota", "set", "--backups", "7", "--backup-gigabytes", "70", bob["project"]],
+           password_env(keystone, admin)))
+    shown = _quota_rows(ok(run([openstack, "quota", "show", "--volume", bob["project"], "-f", "json"],
+                               password_env(keystone, bob))))
+    assert shown["backups"] == 7 and shown["backup-gigabytes" if "backup-gigabytes" in shown
+                                           else "backup_gigabytes"] == 70, shown
+    # A member may not change quotas.
+    refused = run([openstack, "quota", "set", "--backups", "100", bob["project"]], password_env(keystone, bob))
+    assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, refused.stderr
+    # Enforced: with the limit at the project's current count, a create is refused.
+    token = issue_token(keystone, bob)
+    headers = {"X-Auth-Token": token, "Content-Type": "application/json"}
+    url = f"{server.url}/v3/{bob['project_id']}"
+    used = requests.get(f"{url}/os-quota-sets/{bob['project_id']}?usage=True", headers=headers, timeout=60).json()
+    in_use = used["quota_set"]["backups"]["in_use"]
+    ok(run([openstack, "quota", "set", "--backups", str(in_use), bob["project"]], password_env(keystone, admin)))
+    vol = requests.post(f"{url}/volumes", headers=headers, json={"volume": {"size": 1}}, timeout=60).json()
+    resp = requests.post(f"{url}/backups", headers=headers,
+                         json={"backup": {"volume_id": vol["volume"]["id"]}}, timeout=60)
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["overLimit"]["message"] == \
+        f"BackupLimitExceeded: Maximum number of backups allowed ({in_use}) exceeded"
+    ok(run([openstack, "quota", "set", "--backups", "-1", "--backup-gigabytes", "-1", bob["project"]],
+           password_env(keystone, admin)))
