@@ -408,12 +408,13 @@ def test_openstack_quota_show_and_set(keystone, deployment):
     openstack = str(BIN_DIR / "openstack")
     ok(run([openstack, "quota", "set", "--backups", "7", "--backup-gigabytes", "70", bob["project"]],
            password_env(keystone, admin)))
-    shown = _quota_rows(ok(run([openstack, "quota", "show", "--volume", bob["project"], "-f", "json"],
+    # A member may not look projects up by name in Keystone: by id.
+    shown = _quota_rows(ok(run([openstack, "quota", "show", "--volume", bob["project_id"], "-f", "json"],
                                password_env(keystone, bob))))
     assert shown["backups"] == 7 and shown["backup-gigabytes" if "backup-gigabytes" in shown
                                            else "backup_gigabytes"] == 70, shown
     # A member may not change quotas.
-    refused = run([openstack, "quota", "set", "--backups", "100", bob["project"]], password_env(keystone, bob))
+    refused = run([openstack, "quota", "set", "--backups", "100", bob["project_id"]], password_env(keystone, bob))
     assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, refused.stderr
     # Enforced: with the limit at the project's current count, a create is refused.
     token = issue_token(keystone, bob)

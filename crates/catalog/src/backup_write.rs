@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::backups::{RECORD_COLUMNS, record_from_row};
 use crate::jobs::{JobOutcome, NewJob, job_insert, outcome_sql};
 use crate::read::{Sql, Value, text};
-use crate::volumes::{NewVolume, insert_metadata, insert_volume, push_in};
+use crate::volumes::{NewVolume, insert_metadata, push_in};
 use crate::write::exec;
 use crate::{BackupRecord, Catalog, CatalogError, ts};
 
@@ -84,15 +84,7 @@ impl Catalog {
         let now = ts::now_micros();
         let mut tx = self.begin().await?;
         match target {
-            RestoreTarget::New(v) => {
-                insert_volume(&mut tx, v).await?;
-                self.check_quota(
-                    &mut tx,
-                    &v.project_id,
-                    &[("volumes", 1), ("gigabytes", v.size)],
-                )
-                .await?;
-            }
+            RestoreTarget::New(v) => self.insert_volume_within_quota(&mut tx, v).await?,
             RestoreTarget::Existing(id) => {
                 let mut sql = Sql::default();
                 sql.push(

@@ -32,6 +32,18 @@ pub struct NodeRecord {
     pub lease_until: i64,
 }
 
+const NODE_COLUMNS: &str = "name, instance, roles, started_at, lease_until";
+
+fn node_from_row(r: &dyn crate::read::DbRow) -> Result<NodeRecord, CatalogError> {
+    Ok(NodeRecord {
+        name: r.text(0)?,
+        instance: r.text(1)?,
+        roles: r.text(2)?,
+        started_at: r.int(3)?,
+        lease_until: r.int(4)?,
+    })
+}
+
 impl Catalog {
     /// Claims node name `name` for this process (`instance`) for `lease_micros`: a new
     /// row, or the row of a holder whose lease ran out, or of `stale` (a holder known
@@ -110,18 +122,11 @@ impl Catalog {
     /// The row of node `name`, live or not.
     pub async fn node(&self, name: &str) -> Result<Option<NodeRecord>, CatalogError> {
         let mut sql = Sql::default();
-        sql.push("SELECT name, instance, roles, started_at, lease_until FROM nodes WHERE name = ")
+        sql.push("SELECT ")
+            .push(NODE_COLUMNS)
+            .push(" FROM nodes WHERE name = ")
             .bind(text(name));
-        self.fetch_first(sql, |r| {
-            Ok(NodeRecord {
-                name: r.text(0)?,
-                instance: r.text(1)?,
-                roles: r.text(2)?,
-                started_at: r.int(3)?,
-                lease_until: r.int(4)?,
-            })
-        })
-        .await
+        self.fetch_first(sql, node_from_row).await
     }
 
     /// Takes this node out (a clean shutdown), if the row is still this instance's.
@@ -138,21 +143,13 @@ impl Catalog {
     /// Nodes whose lease runs, with `role` among their roles.
     pub async fn live_nodes(&self, role: &str) -> Result<Vec<NodeRecord>, CatalogError> {
         let mut sql = Sql::default();
-        sql.push(
-            "SELECT name, instance, roles, started_at, lease_until FROM nodes WHERE lease_until > ",
-        )
-        .bind(Value::Int(ts::now_micros()))
-        .push(" ORDER BY name");
+        sql.push("SELECT ")
+            .push(NODE_COLUMNS)
+            .push(" FROM nodes WHERE lease_until > ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" ORDER BY name");
         let nodes = self
-            .fetch(sql, crate::read::Cost::Small, |r| {
-                Ok(NodeRecord {
-                    name: r.text(0)?,
-                    instance: r.text(1)?,
-                    roles: r.text(2)?,
-                    started_at: r.int(3)?,
-                    lease_until: r.int(4)?,
-                })
-            })
+            .fetch(sql, crate::read::Cost::Small, node_from_row)
             .await?;
         Ok(nodes
             .into_iter()

@@ -121,26 +121,12 @@ impl Catalog {
 
     /// Every resource of `project`: limit and usage.
     pub async fn quota_usages(&self, project: &str) -> Result<Vec<QuotaUsage>, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT resource, hard_limit FROM quota_limits WHERE project_id = ")
-            .bind(text(project));
-        let limits: BTreeMap<String, i64> = sql
-            .into_query()
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, CatalogError>>()?;
-        let mut sql = Sql::default();
-        sql.push("SELECT resource, in_use FROM quota_usages WHERE project_id = ")
-            .bind(text(project));
-        let used: BTreeMap<String, i64> = sql
-            .into_query()
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, CatalogError>>()?;
+        let limits = self
+            .per_resource("SELECT resource, hard_limit FROM quota_limits", project)
+            .await?;
+        let used = self
+            .per_resource("SELECT resource, in_use FROM quota_usages", project)
+            .await?;
         Ok(QUOTA_RESOURCES
             .iter()
             .map(|&resource| QuotaUsage {
@@ -152,6 +138,24 @@ impl Catalog {
                 in_use: used.get(resource).copied().unwrap_or(0).max(0),
             })
             .collect())
+    }
+
+    /// `(resource, number)` rows of `select` for `project`.
+    async fn per_resource(
+        &self,
+        select: &str,
+        project: &str,
+    ) -> Result<BTreeMap<String, i64>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push(select)
+            .push(" WHERE project_id = ")
+            .bind(text(project));
+        sql.into_query()
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Sets limits of `project` (one transaction).

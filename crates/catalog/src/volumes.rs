@@ -241,15 +241,21 @@ impl Catalog {
     /// managed by a live volume, is [`CatalogError::AlreadyExists`].
     pub async fn create_volume(&self, v: &NewVolume) -> Result<(), CatalogError> {
         let mut tx = self.begin().await?;
-        insert_volume(&mut tx, v).await?;
-        self.check_quota(
-            &mut tx,
-            &v.project_id,
-            &[("volumes", 1), ("gigabytes", v.size)],
-        )
-        .await?;
+        self.insert_volume_within_quota(&mut tx, v).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// [`insert_volume`], then the project's volume quotas checked in the same
+    /// transaction.
+    pub(crate) async fn insert_volume_within_quota(
+        &self,
+        tx: &mut Tx,
+        v: &NewVolume,
+    ) -> Result<(), CatalogError> {
+        insert_volume(tx, v).await?;
+        self.check_quota(tx, &v.project_id, &[("volumes", 1), ("gigabytes", v.size)])
+            .await
     }
 
     /// One live volume with its metadata and attachments; `project_id` restricts the

@@ -100,14 +100,18 @@ fn start_time_rule(v: &Value) -> Result<String, Error> {
     Ok(s.split(',').map(str::trim).collect::<Vec<_>>().join(","))
 }
 
+/// A JSON integer within `range`.
+fn whole_in(v: &Value, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    v.as_i64().filter(|n| v.is_i64() && range.contains(n))
+}
+
 fn frequency_rule(v: &Value) -> Result<i64, Error> {
-    match v.as_i64() {
-        Some(f) if (1..=30).contains(&f) && v.is_i64() => Ok(f),
-        _ => Err(code(
+    whole_in(v, 1..=30).ok_or_else(|| {
+        code(
             "AutoBackup.0106",
             "frequency must be an integer from 1 to 30.",
-        )),
-    }
+        )
+    })
 }
 
 fn weekdays_rule(v: &Value) -> Result<String, Error> {
@@ -131,13 +135,12 @@ fn weekdays_rule(v: &Value) -> Result<String, Error> {
 }
 
 fn retention_num_rule(v: &Value) -> Result<i64, Error> {
-    match v.as_i64() {
-        Some(n) if (2..=99).contains(&n) && v.is_i64() => Ok(n),
-        _ => Err(code(
+    whole_in(v, 2..=99).ok_or_else(|| {
+        code(
             "AutoBackup.0107",
             "rentention_num must be an integer from 2 to 99.",
-        )),
-    }
+        )
+    })
 }
 
 /// Days, 2–99999; a fraction is cut toward zero (as VBS says).

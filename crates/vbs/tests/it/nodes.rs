@@ -58,37 +58,7 @@ async fn a_live_nodes_name_is_its_own() {
         "{stderr}"
     );
     // The first one still serves: a backup runs.
-    let t = token("usera", PA);
-    let (st, v) = s
-        .call(
-            Method::POST,
-            &format!("/v3/{PA}/volumes"),
-            Some(&t),
-            None,
-            Some(&json!({"volume": {"size": 1}})),
-        )
-        .await;
-    assert_eq!(st, 202, "{v}");
-    let vid = v["volume"]["id"].as_str().unwrap();
-    let (st, b) = s
-        .call(
-            Method::POST,
-            &format!("/v3/{PA}/backups"),
-            Some(&t),
-            None,
-            Some(&json!({"backup": {"volume_id": vid}})),
-        )
-        .await;
-    assert_eq!(st, 202, "{b}");
-    let bid = b["backup"]["id"].as_str().unwrap();
-    wait_status(
-        &s,
-        &format!("/v3/{PA}/backups/{bid}"),
-        &t,
-        "backup",
-        "available",
-    )
-    .await;
+    backup_runs(&s).await;
 
     // Killed, its name is taken over at once by a new process of this host (no wait
     // for its 30-second lease).
@@ -136,6 +106,13 @@ async fn default_names_are_unique_per_process() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     // The API node sees the worker: work is accepted and done.
+    backup_runs(&s).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A volume is backed up through the API node, so some worker node runs it.
+async fn backup_runs(s: &Server) {
     let t = token("usera", PA);
     let (st, v) = s
         .call(
@@ -160,13 +137,11 @@ async fn default_names_are_unique_per_process() {
     assert_eq!(st, 202, "{b}");
     let bid = b["backup"]["id"].as_str().unwrap();
     wait_status(
-        &s,
+        s,
         &format!("/v3/{PA}/backups/{bid}"),
         &t,
         "backup",
         "available",
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

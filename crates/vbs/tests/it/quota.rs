@@ -10,9 +10,6 @@
     clippy::doc_markdown
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -366,37 +363,6 @@ async fn quota_rules(b: Backend) {
 }
 both!(quota_rules);
 
-/// A second API node on the same catalog (and data directory), with its own address.
-fn second_node(s: &Server, config: &std::path::Path) -> (Child, String) {
-    let mut child = vbs()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "noauth",
-            "--data-dir",
-        ])
-        .arg(s.dir())
-        .args(["--catalog", &s.catalog, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    (child, format!("http://{addr}"))
-}
-
 /// 20 concurrent creates against a quota of 5: exactly 5 backups.
 async fn concurrent_creates(b: Backend) {
     let (s, config) = with_config(b, "[quota]\nbackups = 5\n");
@@ -411,7 +377,7 @@ async fn concurrent_creates(b: Backend) {
     // On PostgreSQL the creates go to two API nodes.
     let mut bases = vec![s.base.clone()];
     let second = matches!(b, Backend::Postgres).then(|| {
-        let (child, base) = second_node(&s, &config);
+        let (child, base) = s.another_node(&["--config", config.to_str().unwrap()]);
         bases.push(base);
         child
     });

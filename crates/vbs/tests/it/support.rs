@@ -304,6 +304,23 @@ impl Server {
             .expect("start vbs")
     }
 
+    /// Another API node on this server's data directory and catalog, with `extra_args`:
+    /// its process and its base URL.
+    pub fn another_node(&self, extra_args: &[&str]) -> (Child, String) {
+        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args);
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        (child, format!("http://{addr}"))
+    }
+
     /// Reads the `listening on ADDR` line of a freshly started server.
     fn read_address(&mut self) {
         let server = self;
