@@ -94,6 +94,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     match state.auth.authenticate(&token).await {
         Ok(ctx) => {
+            let span = tracing::Span::current();
+            span.record("project", ctx.project_id.as_str());
+            span.record("user", ctx.user_id.as_str());
             req.extensions_mut().insert(ctx);
             next.run(req).await
         }

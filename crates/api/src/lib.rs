@@ -22,7 +22,7 @@ mod volumes;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Scheme, host and path prefix that links use instead of the request's host.
     pub public_endpoint: Option<Arc<str>>,
+    /// Log every answered request at `info` (structured logs); else at `debug`.
+    pub access_log: bool,
 }
 
 /// Serializes a view as the JSON body of a 200.
@@ -62,20 +64,86 @@ pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
 }
 
 /// Every response carries `x-openstack-request-id` (and Cinder's duplicate
-/// `x-compute-request-id`); the request is logged inside a span with that id.
-async fn request_id(req: Request, next: Next) -> Response {
+/// `x-compute-request-id`); the request is logged inside a span with that id, and
+/// counted with its route template, method, status and latency (`/metrics`).
+async fn request_id(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let id = format!("req-{}", uuid::Uuid::new_v4());
-    let span = tracing::info_span!("request", id = %id);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        route = tracing::field::Empty,
+        project = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    span.record("route", route.as_str());
     let mut resp = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(%method, %path, status = resp.status().as_u16(), "served"));
+    state.lifecycle.metrics().request(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    let (status, millis) = (
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1e3,
+    );
+    span.in_scope(|| {
+        if state.access_log {
+            tracing::info!(%method, %path, status, duration_ms = millis, "served");
+        } else {
+            tracing::debug!(%method, %path, status, duration_ms = millis, "served");
+        }
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert("x-openstack-request-id", v.clone());
         resp.headers_mut().insert("x-compute-request-id", v);
     }
     resp
+}
+
+/// `GET /metrics` on the API listener: admins only (Prometheus scrapes `metrics_listen`
+/// instead, where no token is asked).
+async fn metrics(State(state): State<AppState>, call: call::Call) -> Result<Response, ApiError> {
+    if !call.ctx.is_admin() {
+        return Err(ApiError::Fault(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow metrics:read to be performed.".into(),
+        ));
+    }
+    Ok(metrics_text(&state).await)
+}
+
+/// The Prometheus text of this process.
+pub async fn metrics_text(state: &AppState) -> Response {
+    let body = state
+        .lifecycle
+        .metrics()
+        .render(state.lifecycle.catalog())
+        .await;
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// The router of `metrics_listen`: `GET /metrics`, no token.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { metrics_text(&s).await }),
+        )
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -95,7 +163,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
         .route("/v3/", get(versions::v3))
-        .route("/healthcheck", get(versions::healthcheck));
+        .route("/healthcheck", get(versions::healthcheck))
+        .route("/metrics", get(metrics));
     // Every v3 path exists with and without the project segment; v2 only with it.
     for prefix in ["/v3/{project_id}", "/v3", "/v2/{project_id}"] {
         r = r
@@ -194,6 +263,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }

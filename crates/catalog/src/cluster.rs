@@ -140,6 +140,18 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every node whose lease runs.
+    pub async fn all_live_nodes(&self) -> Result<Vec<NodeRecord>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(NODE_COLUMNS)
+            .push(" FROM nodes WHERE lease_until > ")
+            .bind(Value::Int(ts::now_micros()))
+            .push(" ORDER BY name");
+        self.fetch(sql, crate::read::Cost::Small, node_from_row)
+            .await
+    }
+
     /// Nodes whose lease runs, with `role` among their roles.
     pub async fn live_nodes(&self, role: &str) -> Result<Vec<NodeRecord>, CatalogError> {
         let mut sql = Sql::default();

@@ -92,6 +92,14 @@ impl NewJob {
     }
 }
 
+/// The work queue at a glance ([`Catalog::queue_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub running: i64,
+    pub oldest_queued_micros: i64,
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome<'a> {
@@ -347,6 +355,25 @@ impl Catalog {
             .push(" ORDER BY pk");
         let rows = sql.into_query().fetch_all(self.pool()).await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// The queue now: jobs waiting, jobs running, and how long the oldest waiting one
+    /// has waited (µs).
+    pub async fn queue_stats(&self) -> Result<QueueStats, CatalogError> {
+        let now = ts::now_micros();
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0), \
+             MIN(CASE WHEN state = 'queued' THEN created_at END) FROM jobs WHERE state <> 'done'",
+        );
+        let row = sql.into_query().fetch_one(self.pool()).await?;
+        let oldest: Option<i64> = row.try_get(2)?;
+        Ok(QueueStats {
+            queued: row.try_get(0)?,
+            running: row.try_get(1)?,
+            oldest_queued_micros: oldest.map_or(0, |t| (now - t).max(0)),
+        })
     }
 
     /// Queues a GC unless one is queued already (one sweep after a burst of deletes).

@@ -37,7 +37,7 @@ pub use backups::{
 };
 pub use cluster::{LockMode, NodeRecord};
 pub use import::{ImportError, ImportStats};
-pub use jobs::{Job, JobKind, JobOutcome, JobRecord, NewJob};
+pub use jobs::{Job, JobKind, JobOutcome, JobRecord, NewJob, QueueStats};
 pub use policies::{
     AssociateRefused, PolicyBackup, PolicyRecord, PolicyResource, PolicyTask, PolicyTaskRef,
     TaskQuery,
@@ -240,6 +240,14 @@ impl Catalog {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool's connections: `(open, idle)`.
+    pub fn pool_stats(&self) -> (u32, u32) {
+        (
+            self.pool.size(),
+            u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        )
     }
 
     /// Cheap liveness probe of the database.

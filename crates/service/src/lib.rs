@@ -11,6 +11,7 @@ mod jobs;
 mod lease;
 mod lifecycle;
 mod manage;
+mod metrics;
 mod microversion;
 mod policies;
 pub mod policy_time;
@@ -32,6 +33,7 @@ pub use jobs::{JobView, job_entities, job_status, job_type};
 pub use lease::keep_lease;
 pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
+pub use metrics::Metrics;
 pub use microversion::Microversion;
 pub use policies::{
     MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,

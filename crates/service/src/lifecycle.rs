@@ -36,6 +36,8 @@ pub struct BackupLifecycle {
     host: String,
     /// The time backup policies go by.
     clock: Clock,
+    /// What this process counts for `/metrics`.
+    metrics: crate::Metrics,
 }
 
 /// The answer to a restore request.
@@ -111,6 +113,7 @@ impl BackupLifecycle {
             wake: Arc::new(Notify::new()),
             host,
             clock: Clock::System,
+            metrics: crate::Metrics::new(),
         }
     }
 
@@ -119,6 +122,11 @@ impl BackupLifecycle {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// This process's metrics.
+    pub fn metrics(&self) -> &crate::Metrics {
+        &self.metrics
     }
 
     /// Now, by the policies' clock (µs since the epoch).

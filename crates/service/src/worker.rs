@@ -92,13 +92,14 @@ async fn relay<T>(guard: &JobGuard, cancel: &AtomicBool, work: impl Future<Outpu
     }
 }
 
-/// How a job ended, as its handler saw it. `Recorded`: the transaction that moved the
-/// backup recorded it already (or, in a run after a crash, an earlier run did).
+/// How a job ended, as its handler saw it. `Recorded…`: the transaction that moved
+/// the backup recorded it already (or, in a run after a crash, an earlier run did).
 #[derive(Debug)]
 enum Ended {
     Success,
     Fail(String),
     Recorded,
+    RecordedFail,
 }
 
 /// The VBS code of a failed job of `kind` (spec 03 §6: the job `FAIL` codes).
@@ -203,6 +204,7 @@ impl BackupWorker {
         let renew = self.renew(job.pk, &guard);
         let id = job.backup_id.clone();
         tracing::info!(job = job.pk, kind = job.kind.as_str(), backup = %id, attempt = job.attempts, "job started");
+        self.life.metrics().job_started(job.kind.as_str());
         let outcome = if job.attempts > self.options.max_attempts {
             self.give_up(&job).await
         } else {
@@ -234,7 +236,8 @@ impl BackupWorker {
         }
         let failed;
         let ended = match &outcome {
-            Ok(Ended::Success | Ended::Recorded) => JobOutcome::Success,
+            // A recorded outcome stays whatever is given here.
+            Ok(Ended::Success | Ended::Recorded | Ended::RecordedFail) => JobOutcome::Success,
             Ok(Ended::Fail(reason)) => {
                 failed = reason.clone();
                 JobOutcome::Fail {
@@ -247,6 +250,10 @@ impl BackupWorker {
                 reason: "The job failed on an internal error; the service log has the detail.",
             },
         };
+        self.life.metrics().job_finished(
+            job.kind.as_str(),
+            matches!(outcome, Ok(Ended::Success | Ended::Recorded)),
+        );
         if (!guard.cancel.load(Ordering::Relaxed) || outcome.is_ok())
             && let Err(e) = catalog.finish_job(job.pk, node, ended).await
         {
@@ -433,6 +440,13 @@ impl BackupWorker {
         let _ = c.set_backup_progress(&b.id, None).await;
         let ended = match result {
             Ok(stats) => {
+                let block = 4096;
+                self.life.metrics().backup_bytes(
+                    stats.bytes_read,
+                    stats.blocks_new * block,
+                    (stats.blocks_from_parent + stats.blocks_repeated) * block,
+                    stats.bytes_stored,
+                );
                 let meta = json!({
                     "engine": 1,
                     "blocks": stats.blocks,
@@ -471,7 +485,7 @@ impl BackupWorker {
                     .fail_backup(&b, &e.to_string(), job.pk, fail_code(JobKind::Backup))
                     .await?;
                 if moved {
-                    Ended::Recorded
+                    Ended::RecordedFail
                 } else {
                     Ended::Fail(e.to_string())
                 }
@@ -613,8 +627,13 @@ impl BackupWorker {
                 }
             }
         };
+        let failed = matches!(end, RestoreEnd::Failed { .. });
         c.finish_restore(&b.id, &vid, end, job.pk).await?;
-        Ok(Ended::Recorded)
+        Ok(if failed {
+            Ended::RecordedFail
+        } else {
+            Ended::Recorded
+        })
     }
 
     async fn delete(&self, job: &Job) -> Result<Ended, CatalogError> {

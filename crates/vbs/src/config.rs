@@ -88,6 +88,12 @@ pub struct Config {
     pub backup_filters: Vec<String>,
     /// Log filter in `RUST_LOG` syntax (`RUST_LOG` itself wins when set).
     pub log: String,
+    /// `text` (for people) or `json` (one object a line, with an access line per
+    /// request: request id, project, user, route, status, duration).
+    pub log_format: LogFormat,
+    /// Where Prometheus scrapes `/metrics` without a token (none: only admins, on the
+    /// API listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// The backup repository: a directory or URL (`file://`, `swift+tempauth://`,
     /// `swift+keystone://`, `s3://`; docs/repository.md); default: `repository` in the
     /// data directory.
@@ -124,6 +130,15 @@ pub struct Config {
     /// Never serialized: the default has none, and it holds a secret.
     #[serde(skip_serializing)]
     pub keystone: Option<KeystoneOptions>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Default quota limits (`-1`: unlimited, the default of each).
@@ -224,6 +239,8 @@ impl Default for Config {
                 .map(|s| (*s).to_owned())
                 .collect(),
             log: "info,sqlx=warn".into(),
+            log_format: LogFormat::Text,
+            metrics_listen: None,
             repository: None,
             repository_credentials: None,
             role: "api,worker,scheduler".into(),
@@ -269,6 +286,8 @@ const ENV_KEYS: &[&str] = &[
     "public_endpoint",
     "backup_filters",
     "log",
+    "log_format",
+    "metrics_listen",
     "repository",
     "repository_credentials",
     "role",

@@ -167,7 +167,27 @@ pub async fn run(
             lifecycle,
             auth: Arc::new(auth),
             public_endpoint: config.public_endpoint.as_deref().map(Arc::from),
+            access_log: config.log_format == crate::config::LogFormat::Json,
         };
+        if let Some(addr) = config.metrics_listen {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {addr}"))?;
+            tracing::info!(addr = %metrics.local_addr()?, "serving /metrics");
+            let app = vbs_api::metrics_router(state.clone());
+            let mut stop = tasks_stop.clone();
+            tasks.spawn(async move {
+                let until = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(metrics, app)
+                    .with_graceful_shutdown(until)
+                    .await
+                {
+                    tracing::error!(error = %e, "serving /metrics failed");
+                }
+            });
+        }
         let app = vbs_api::router(state);
         let addr = listener.local_addr()?;
         tracing::info!(%addr, auth = ?config.auth, "serving");

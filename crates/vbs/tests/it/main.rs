@@ -10,6 +10,7 @@ mod cluster;
 mod crash;
 mod detail;
 mod list;
+mod metrics;
 mod nodes;
 mod policies;
 mod policy_cluster;

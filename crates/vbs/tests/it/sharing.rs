@@ -698,3 +698,117 @@ async fn sharing(b: Backend) {
     );
 }
 both!(sharing);
+
+/// Retention never deletes a backup shared with another project (issue 13): a policy
+/// that keeps 2 keeps the shared oldest as a third.
+async fn shared_backups_are_not_pruned(b: Backend) {
+    let s = Server::start_with(b, &[], &[]);
+    let owner = Who::new(&s, "usera", PA);
+    let vol = owner.volume(1).await;
+    image::fill(&volume_file(&s, &vol), 0, 2, 71);
+    let (st, p) = owner
+        .call(
+            Method::POST,
+            &format!("/v2/{PA}/backuppolicy"),
+            None,
+            Some(json!({"backup_policy_name": "keep-two",
+                        "scheduled_policy": {"start_time": "03:00", "frequency": 1,
+                                             "rentention_num": 2, "status": "ON"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{p}");
+    let pid = p["backup_policy_id"].as_str().unwrap().to_owned();
+    let (st, _) = owner
+        .call(
+            Method::POST,
+            &format!("/v2/{PA}/backuppolicyresources"),
+            None,
+            Some(json!({"backup_policy_id": pid,
+                        "resources": [{"resource_id": vol, "resource_type": "volume"}]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let run = |n: usize| {
+        let owner = &owner;
+        let pid = pid.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+            loop {
+                let (st, _) = owner
+                    .call(
+                        Method::POST,
+                        &format!("/v2/{PA}/backuppolicy/{pid}/action"),
+                        None,
+                        None,
+                    )
+                    .await;
+                if st == 204 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            loop {
+                let (_, t) = owner
+                    .call(
+                        Method::GET,
+                        &format!("/v2/{PA}/backuppolicy/{pid}/backuptasks?status=EXECUTE_SUCCESS"),
+                        None,
+                        None,
+                    )
+                    .await;
+                if t["count"] == n {
+                    return t["tasks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t["vbs_job_id"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>();
+                }
+                assert!(std::time::Instant::now() < deadline, "{t}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    run(1).await;
+    let (_, list) = owner.v3(Method::GET, "backups", None).await;
+    let first = list["backups"][0]["id"].as_str().unwrap().to_owned();
+    let (st, _) = owner
+        .share(json!({"shared": {"backup_id": first, "to_project_ids": [PB]}}))
+        .await;
+    assert_eq!(st, 200);
+    run(2).await;
+    run(3).await;
+    // Retention ran after each backup; nothing runs any more: the shared one is left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    loop {
+        let (_, list) = owner.v3(Method::GET, "backups/detail", None).await;
+        let all = list["backups"].as_array().unwrap();
+        if all.iter().all(|b| b["status"] == "available") && all.len() == 3 {
+            assert!(all.iter().any(|b| b["id"] == first.as_str()), "{list}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Once the sharing ends, the next retention lets it go.
+    assert_eq!(
+        owner
+            .sharing(Method::DELETE, &format!("/{first}?is_backup_id=true"), None)
+            .await
+            .0,
+        200
+    );
+    run(4).await;
+    loop {
+        let (st, _) = owner
+            .v3(Method::GET, &format!("backups/{first}"), None)
+            .await;
+        if st == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+both!(shared_backups_are_not_pruned);

@@ -146,6 +146,8 @@ pub struct Server {
     database: Option<String>,
     pub catalog: String,
     extra_args: Vec<String>,
+    /// The server's `RUST_LOG` (`warn` unless a test reads its log).
+    rust_log: String,
     http: reqwest::Client,
 }
 
@@ -226,6 +228,16 @@ impl Server {
     }
 
     pub fn start_with(backend: Backend, rows: &[Value], extra_args: &[&str]) -> Server {
+        Self::start_logging(backend, rows, extra_args, "warn")
+    }
+
+    /// [`Server::start_with`], logging with the filter `rust_log` (to `server.log`).
+    pub fn start_logging(
+        backend: Backend,
+        rows: &[Value],
+        extra_args: &[&str],
+        rust_log: &str,
+    ) -> Server {
         let (dir, catalog, database) = Self::prepare(backend);
         if !rows.is_empty() {
             let file = dir.join("seed.jsonl");
@@ -246,7 +258,7 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let child = Self::spawn(&dir, &catalog, extra_args);
+        let child = Self::spawn(&dir, &catalog, extra_args, rust_log);
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Owned from here on, so that a failing assertion still stops the process.
         let mut server = Server {
@@ -256,6 +268,7 @@ impl Server {
             database,
             catalog,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            rust_log: rust_log.to_owned(),
             http: reqwest::Client::new(),
         };
         server.read_address();
@@ -273,11 +286,11 @@ impl Server {
     /// catalog and arguments.
     pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        self.child = Self::spawn(&self.dir, &self.catalog, &extra);
+        self.child = Self::spawn(&self.dir, &self.catalog, &extra, &self.rust_log);
         self.read_address();
     }
 
-    fn spawn(dir: &std::path::Path, catalog: &str, extra_args: &[&str]) -> Child {
+    fn spawn(dir: &std::path::Path, catalog: &str, extra_args: &[&str], rust_log: &str) -> Child {
         // The server's log goes to a file: an inherited pipe would keep the test
         // harness waiting if a server outlived its test. Restarts append to it.
         let log = std::fs::OpenOptions::new()
@@ -297,7 +310,7 @@ impl Server {
             .arg(dir)
             .args(["--catalog", catalog])
             .args(extra_args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -307,7 +320,7 @@ impl Server {
     /// Another API node on this server's data directory and catalog, with `extra_args`:
     /// its process and its base URL.
     pub fn another_node(&self, extra_args: &[&str]) -> (Child, String) {
-        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args);
+        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log);
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
