@@ -4,7 +4,13 @@
 //! listener without a token and the API's `/metrics` for admins only; and JSON logs,
 //! one object a line, an access line per request with its id, project, user, route and
 //! duration.
-#![allow(clippy::unwrap_used, clippy::doc_markdown, clippy::float_cmp)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::doc_markdown,
+    clippy::float_cmp,
+    clippy::many_single_char_names
+)]
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
