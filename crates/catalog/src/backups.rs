@@ -320,6 +320,19 @@ impl Catalog {
         Ok(record)
     }
 
+    /// Live backups, newest first, of one project or all: an operator's listing.
+    pub async fn admin_backups(
+        &self,
+        project: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<BackupRecord>, CatalogError> {
+        let mut list = crate::listing::List::new(RECORD_COLUMNS, "backups b", "b.id");
+        list.when("b.deleted = 0")
+            .eq_opt("b.project_id", project)
+            .page(0, Some(limit));
+        self.page_of(&list, record_from_row).await
+    }
+
     async fn metadata_for(
         &self,
         ids: &[String],

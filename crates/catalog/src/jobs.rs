@@ -357,6 +357,18 @@ impl Catalog {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// Jobs that are running now, oldest first, with the worker that holds each.
+    pub async fn running_jobs(&self) -> Result<Vec<(JobRecord, String)>, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ")
+            .push(JOB_COLUMNS)
+            .push(", COALESCE(worker, '') FROM jobs WHERE state = 'running' ORDER BY pk");
+        let rows = sql.into_query().fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| Ok((job_from_row(r)?, r.try_get(13)?)))
+            .collect()
+    }
+
     /// The queue now: jobs waiting, jobs running, and how long the oldest waiting one
     /// has waited (µs).
     pub async fn queue_stats(&self) -> Result<QueueStats, CatalogError> {

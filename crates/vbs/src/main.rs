@@ -1,6 +1,7 @@
 //! `vbs`: the volume backup service. `vbs serve` runs the API (and, as they arrive, the
 //! workers and the scheduler); `vbs admin …` holds operator tools.
 
+mod admin;
 mod config;
 mod engine_cli;
 mod gc;
@@ -63,6 +64,26 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ListCommand {
+    /// One project's (or every project's) records.
+    List {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        catalog: Option<String>,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// JSON instead of columns.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Import Cinder backup records (JSON lines) into the catalog, all or nothing.
     ImportBackups {
@@ -91,6 +112,26 @@ enum AdminCommand {
         #[arg(long)]
         catalog: Option<String>,
     },
+    /// Live nodes, the work queue and running jobs, as the catalog says.
+    Status {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        catalog: Option<String>,
+        /// JSON instead of columns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backups in the catalog, newest first.
+    Backups {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Volumes in the catalog, newest first.
+    Volumes {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
     /// The backup engine on its own, on a repository directory (benchmarks, inspection).
     Engine {
         #[command(subcommand)]
@@ -114,6 +155,24 @@ fn init_logging(config: &Config) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// The configuration of a command that reads the catalog; logs go to stderr (warnings
+/// only unless `RUST_LOG` says otherwise), so stdout stays the command's output.
+fn catalog_config(
+    file: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    catalog: Option<String>,
+) -> anyhow::Result<Config> {
+    let flags = Flags {
+        data_dir,
+        catalog,
+        ..Flags::default()
+    };
+    let mut config = Config::load(file, &flags)?;
+    "warn".clone_into(&mut config.log);
+    init_logging(&config);
+    Ok(config)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -196,6 +255,49 @@ fn main() -> anyhow::Result<()> {
                 },
                 config.repository_credentials.clone().unwrap_or_default(),
             ))
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Status {
+                    data_dir,
+                    catalog,
+                    json,
+                },
+        } => {
+            let config = catalog_config(cli.config.as_deref(), data_dir, catalog)?;
+            runtime.block_on(admin::status(&config, json))
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Backups {
+                    command:
+                        ListCommand::List {
+                            data_dir,
+                            catalog,
+                            project,
+                            limit,
+                            json,
+                        },
+                },
+        } => {
+            let config = catalog_config(cli.config.as_deref(), data_dir, catalog)?;
+            runtime.block_on(admin::backups(&config, project.as_deref(), limit, json))
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Volumes {
+                    command:
+                        ListCommand::List {
+                            data_dir,
+                            catalog,
+                            project,
+                            limit,
+                            json,
+                        },
+                },
+        } => {
+            let config = catalog_config(cli.config.as_deref(), data_dir, catalog)?;
+            runtime.block_on(admin::volumes(&config, project.as_deref(), limit, json))
         }
         Command::Admin {
             command: AdminCommand::Gc { data_dir, catalog },

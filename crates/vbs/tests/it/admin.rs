@@ -300,3 +300,82 @@ async fn bulk_import_names_an_existing_backup(b: Backend) {
     assert_eq!(body["count"], 0, "{body}");
 }
 both!(bulk_import_names_an_existing_backup);
+
+/// `vbs admin status`, `backups list`, `volumes list` (issue 14): what the catalog says,
+/// as columns or `--json`, from another process beside a running node.
+#[tokio::test]
+async fn status_and_lists_for_operators() {
+    let s = Server::start_with(Backend::Sqlite, &[], &[]);
+    let t = token("usera", PA);
+    let (st, v) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/v3/{PA}/volumes"),
+            Some(&t),
+            None,
+            Some(&serde_json::json!({"volume": {"size": 1, "name": "op-vol"}})),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let vid = v["volume"]["id"].as_str().unwrap().to_owned();
+    let (st, b) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/v3/{PA}/backups"),
+            Some(&t),
+            None,
+            Some(&serde_json::json!({"backup": {"volume_id": vid, "name": "op-bk"}})),
+        )
+        .await;
+    assert_eq!(st, 202, "{b}");
+    let bid = b["backup"]["id"].as_str().unwrap().to_owned();
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/backups/{bid}"),
+        &t,
+        "backup",
+        "available",
+    )
+    .await;
+    let admin = |args: &[&str]| {
+        let out = vbs()
+            .arg("admin")
+            .args(args)
+            .arg("--data-dir")
+            .arg(s.dir())
+            .args(["--catalog", &s.catalog])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status: serde_json::Value = serde_json::from_str(&admin(&["status", "--json"])).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(
+        status["nodes"][0]["roles"], "api,worker,scheduler",
+        "{status}"
+    );
+    assert_eq!(status["queue"]["queued"], 0, "{status}");
+    let text = admin(&["status"]);
+    assert!(text.starts_with("Nodes (1 live)\nNAME"), "{text}");
+    let backups: serde_json::Value =
+        serde_json::from_str(&admin(&["backups", "list", "--json", "--project", PA])).unwrap();
+    assert_eq!(backups.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&backups[0]["id"], &backups[0]["status"]),
+        (&serde_json::json!(bid), &serde_json::json!("available"))
+    );
+    let text = admin(&["backups", "list", "--project", PB]);
+    assert_eq!(
+        text.trim(),
+        "ID  PROJECT  NAME  STATUS  SIZE  TYPE  CREATED"
+    );
+    let volumes: serde_json::Value =
+        serde_json::from_str(&admin(&["volumes", "list", "--json"])).unwrap();
+    assert_eq!(volumes[0]["name"], "op-vol", "{volumes}");
+    assert!(admin(&["volumes", "list"]).contains("op-vol"));
+}
