@@ -259,6 +259,16 @@ async fn ninety_days_of_three_policies() {
         );
         let task_slots: Vec<i64> = tasks.iter().map(|t| t.slot).collect();
         assert_eq!(task_slots, e.slots, "{}: task slots", e.name);
+        // A run is a job whose backups are its sub-jobs (VBS `sub_jobs`).
+        let last = tasks.last().unwrap();
+        let run = life
+            .job(&ctx, last.run_job_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(vbs_service::job_type(run.job.kind), "bksPolicyBackup");
+        assert_eq!(vbs_service::job_status(&run.job).0, "SUCCESS");
+        let subs: Vec<&str> = run.sub_jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(subs, [last.vbs_job_id.as_deref().unwrap()], "{}", e.name);
         // Exactly the expected backups are left.
         let mut kept: Vec<i64> = catalog
             .policy_backups(pid, vid)
