@@ -85,33 +85,39 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
             parent,
             id,
         } => {
-            let stats = engine(&repository, &creds)
+            let progress = Arc::new(Progress::default());
+            let shown = crate::progress::bytes("backup", progress.clone());
+            let result = engine(&repository, &creds)
                 .await?
                 .backup(BackupOptions {
                     backup_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                     source: volume,
                     parent,
-                    progress: Arc::new(Progress::default()),
+                    progress,
                     cancel: Arc::default(),
                 })
-                .await?;
-            print(&stats)
+                .await;
+            shown.finish(if result.is_ok() { "done" } else { "failed" });
+            print(&result?)
         }
         EngineCommand::Restore {
             repository,
             backup,
             target,
         } => {
-            let stats = engine(&repository, &creds)
+            let progress = Arc::new(Progress::default());
+            let shown = crate::progress::bytes("restore", progress.clone());
+            let result = engine(&repository, &creds)
                 .await?
                 .restore(RestoreOptions {
                     backup_id: backup,
                     target,
-                    progress: Arc::new(Progress::default()),
+                    progress,
                     cancel: Arc::default(),
                 })
-                .await?;
-            print(&stats)
+                .await;
+            shown.finish(if result.is_ok() { "done" } else { "failed" });
+            print(&result?)
         }
         EngineCommand::Verify {
             repository,
@@ -124,7 +130,9 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
             }
             let mut damaged = Vec::new();
             let mut reports = Vec::new();
+            let shown = crate::progress::items("verify", backups.len() as u64);
             for id in backups {
+                shown.step(&id);
                 let report = match engine.verify(&id).await {
                     Ok(r) => r,
                     Err(vbs_engine::EngineError::NotFound(_)) => vbs_engine::VerifyReport {
@@ -139,6 +147,11 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
                 }
                 reports.push(report);
             }
+            shown.finish(&format!(
+                "{} checked, {} damaged",
+                reports.len(),
+                damaged.len()
+            ));
             print(&serde_json::json!({"damaged": damaged, "reports": reports}))?;
             if damaged.is_empty() {
                 Ok(())
@@ -153,6 +166,12 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
                 .await?;
             print(&serde_json::json!({"deleted": backup}))
         }
-        EngineCommand::Gc { repository } => print(&engine(&repository, &creds).await?.gc().await?),
+        EngineCommand::Gc { repository } => {
+            let engine = engine(&repository, &creds).await?;
+            let shown = crate::progress::spinner("gc");
+            let result = engine.gc().await;
+            shown.finish(if result.is_ok() { "swept" } else { "failed" });
+            print(&result?)
+        }
     }
 }

@@ -45,7 +45,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let known = catalog
         .backup_ids_of_service(vbs_service::BACKUP_SERVICE)
         .await?;
+    let shown = crate::progress::spinner("gc");
     let result = engine.gc_until(&stop, &known).await;
+    shown.finish(if result.is_ok() { "swept" } else { "failed" });
     renew.abort();
     catalog.unlock_repository(&holder).await?;
     catalog.close().await;

@@ -5,6 +5,7 @@ mod admin;
 mod config;
 mod engine_cli;
 mod gc;
+mod progress;
 mod serve;
 
 use std::io::BufReader;
@@ -349,12 +350,14 @@ async fn import_backups(config: &Config, file: &std::path::Path) -> anyhow::Resu
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let started = Instant::now();
+    let shown = progress::spinner("import-backups");
     let result = vbs_catalog::Catalog::import_backups(
         &config.catalog_options(),
         BufReader::with_capacity(1 << 20, open()?),
         lines,
     )
     .await;
+    shown.finish(if result.is_ok() { "done" } else { "failed" });
     let stats = result.with_context(|| format!("importing {}", file.display()))?;
     let secs = started.elapsed().as_secs_f64();
     println!(

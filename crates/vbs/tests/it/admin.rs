@@ -379,3 +379,74 @@ async fn status_and_lists_for_operators() {
     assert_eq!(volumes[0]["name"], "op-vol", "{volumes}");
     assert!(admin(&["volumes", "list"]).contains("op-vol"));
 }
+
+/// Progress of long admin commands (issue 14): plain lines when stderr is not a
+/// terminal, a bar on a terminal (run under `script`, which gives it a pty), and the
+/// result alone on stdout either way.
+#[tokio::test]
+async fn engine_commands_show_progress() {
+    let dir = std::env::temp_dir().join(format!("vbs-progress-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let volume = dir.join("vol.img");
+    crate::support::image::sparse(&volume, 64 << 20);
+    crate::support::image::random(&volume, 0, 8 << 20, 9);
+    let repo = dir.join("repo");
+    let run = |args: &[&str]| {
+        let out = vbs()
+            .args(["admin", "engine"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (stdout, stderr) = run(&[
+        "backup",
+        "--repository",
+        repo.to_str().unwrap(),
+        "--id",
+        "bk-1",
+        "--volume",
+        volume.to_str().unwrap(),
+    ]);
+    let stats: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(stats["bytes_read"], 8 << 20, "{stdout}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("backup: done in ")),
+        "{stderr}"
+    );
+    let (_, stderr) = run(&["verify", "--repository", repo.to_str().unwrap()]);
+    assert!(stderr.contains("verify: bk-1\n"), "{stderr}");
+    assert!(
+        stderr.contains("verify: 1 checked, 0 damaged in "),
+        "{stderr}"
+    );
+    let (_, stderr) = run(&["gc", "--repository", repo.to_str().unwrap()]);
+    assert!(stderr.starts_with("gc: started\ngc: swept in "), "{stderr}");
+    // On a terminal: a bar, then the same closing line.
+    let target = dir.join("restored.img");
+    let cmd = format!(
+        "{} admin engine restore --repository {} --backup bk-1 --target {} 2>&1 >/dev/null",
+        env!("CARGO_BIN_EXE_vbs"),
+        repo.display(),
+        target.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("script (util-linux) gives the command a terminal");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("restore: done in "), "{shown}");
+    crate::support::image::assert_same(&volume, &target, 64 << 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
