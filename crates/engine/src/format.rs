@@ -205,13 +205,15 @@ impl Manifest {
                 .frames
                 .get(r.frame as usize)
                 .ok_or("run names a frame out of range")?;
-            if r.block < next || r.block + u64::from(r.count) > blocks_in_volume {
-                return Err("runs overlap or leave the volume".into());
+            // Checked: a forged manifest's numbers must not wrap around into range.
+            let end = r.block.checked_add(u64::from(r.count));
+            match end {
+                Some(end) if r.block >= next && end <= blocks_in_volume => next = end,
+                _ => return Err("runs overlap or leave the volume".into()),
             }
-            if (r.slot as usize + r.count as usize) * BLOCK > frame.raw_len as usize {
+            if (u64::from(r.slot) + u64::from(r.count)) * BLOCK as u64 > u64::from(frame.raw_len) {
                 return Err("run reads past its frame".into());
             }
-            next = r.block + u64::from(r.count);
         }
         Ok(())
     }
@@ -425,5 +427,126 @@ mod tests {
         b[4095] = 0;
         b[0] = 1;
         assert!(!is_zero(&b));
+    }
+}
+
+/// Property tests of manifest decoding (issue 16): whatever the stored bytes, decoding
+/// answers `Ok` or `Corrupt`, never panics; also for bodies that carry a valid
+/// checksum, as a writer of the repository could forge.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn stored(body: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(8 + body.len() + 32);
+        raw.extend_from_slice(MANIFEST_MAGIC);
+        raw.extend_from_slice(body);
+        let sum = blake3::hash(&raw);
+        raw.extend_from_slice(sum.as_bytes());
+        zstd::bulk::compress(&raw, 1).unwrap_or_default()
+    }
+
+    /// A header and then fields that lie: counts, offsets and blocks anywhere in range.
+    fn forged() -> impl Strategy<Value = Vec<u8>> {
+        // Small numbers, numbers at the top of their range, and anything.
+        let big = || prop_oneof![0u64..64, (u64::MAX - 64)..=u64::MAX, any::<u64>()];
+        let count = || prop_oneof![0u32..16, (u32::MAX - 16)..=u32::MAX, any::<u32>()];
+        (
+            big(),
+            proptest::collection::vec((any::<u32>(), big(), count(), any::<u32>()), 0..4),
+            proptest::collection::vec((big(), count(), any::<u32>(), count()), 0..4),
+            big(),
+            proptest::collection::vec(any::<u8>(), 0..96),
+        )
+            .prop_map(|(volume, frames, runs, n_runs, tail)| {
+                let header = format!(
+                    "{{\"format\":1,\"backup_id\":\"x\",\"parent_id\":null,\"volume_size\":{volume},\"block_size\":4096,\"packs\":[\"p\"]}}"
+                );
+                let mut b = Vec::new();
+                b.extend_from_slice(&(header.len() as u32).to_le_bytes());
+                b.extend_from_slice(header.as_bytes());
+                b.extend_from_slice(&(frames.len() as u64).to_le_bytes());
+                for (pack, offset, len, raw_len) in &frames {
+                    b.extend_from_slice(&(pack % 2).to_le_bytes());
+                    b.extend_from_slice(&offset.to_le_bytes());
+                    b.extend_from_slice(&len.to_le_bytes());
+                    // Mostly whole blocks, 0 to 8 of them, so the hash table can fit.
+                    b.extend_from_slice(&((raw_len % 9) * 4096).to_le_bytes());
+                    b.extend_from_slice(&0u32.to_le_bytes());
+                }
+                let n = if n_runs % 2 == 0 { runs.len() as u64 } else { n_runs };
+                b.extend_from_slice(&n.to_le_bytes());
+                for (block, count, frame, slot) in &runs {
+                    b.extend_from_slice(&block.to_le_bytes());
+                    b.extend_from_slice(&count.to_le_bytes());
+                    b.extend_from_slice(&(frame % 4).to_le_bytes());
+                    b.extend_from_slice(&(slot % 1024).to_le_bytes());
+                }
+                // A hash table of the size the frames call for, or not.
+                let slots: usize = frames.iter().map(|f| (f.3 % 9) as usize).sum();
+                if tail.len() % 2 == 0 {
+                    b.extend_from_slice(&vec![0u8; slots * 32]);
+                } else {
+                    b.extend_from_slice(&tail);
+                }
+                b
+            })
+    }
+
+    /// Found by `forged_fields_never_panic`: a run at the top of `u64` made the range
+    /// check overflow (a panic in debug builds, a wrap into range in release ones).
+    #[test]
+    fn regression_run_at_u64_max_is_corrupt_not_an_overflow() {
+        let header = "{\"format\":1,\"backup_id\":\"x\",\"parent_id\":null,\"volume_size\":4096,\"block_size\":4096,\"packs\":[\"p\"]}";
+        let mut b = Vec::new();
+        b.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        for v in [
+            0u32.to_le_bytes().as_slice(),
+            &0u64.to_le_bytes(),
+            &10u32.to_le_bytes(),
+            &4096u32.to_le_bytes(),
+            &0u32.to_le_bytes(),
+        ] {
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&1u64.to_le_bytes());
+        for v in [
+            u64::MAX.to_le_bytes().as_slice(),
+            &1u32.to_le_bytes(),
+            &0u32.to_le_bytes(),
+            &0u32.to_le_bytes(),
+        ] {
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&[0u8; 32]);
+        match Manifest::decode("m", &stored(&b)) {
+            Err(EngineError::Corrupt(what)) => assert!(what.contains("leave the volume"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::decode("m", &bytes);
+        }
+
+        #[test]
+        fn checksummed_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::decode("m", &stored(&body));
+        }
+
+        #[test]
+        fn forged_fields_never_panic(body in forged()) {
+            if let Err(e) = Manifest::decode("m", &stored(&body)) {
+                prop_assert!(matches!(e, EngineError::Corrupt(_)), "{e}");
+            }
+        }
     }
 }
