@@ -102,3 +102,24 @@ pub async fn negotiate(mut req: Request, next: Next) -> Response {
     stamp(&mut resp, version);
     resp
 }
+
+/// Property tests (issue 16): any `OpenStack-API-Version` header is a version, absent,
+/// or a 400's message; never a panic.
+#[cfg(test)]
+mod fuzz {
+    use axum::http::{HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_header_is_read_without_panic(values in proptest::collection::vec("[ -~]{0,32}", 0..3)) {
+            let mut headers = HeaderMap::new();
+            for v in &values {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    headers.append(super::HEADER, v);
+                }
+            }
+            let _ = super::requested(&headers);
+        }
+    }
+}

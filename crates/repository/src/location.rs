@@ -446,3 +446,24 @@ mod tests {
         assert!(err("swift+tempauth://127.0.0.1:8080/vbs#x").contains("fragment"));
     }
 }
+
+/// Property tests (issue 16): any configured URL is a target or a clear configuration
+/// error, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_url_parses_or_is_refused(
+            scheme in prop_oneof![
+                Just("file"), Just("s3"), Just("swift+tempauth"), Just("swift+keystone"),
+                Just("swift+tempauth+https"), Just("http"), Just("")
+            ],
+            rest in ".{0,40}",
+        ) {
+            let _ = super::parse(&format!("{scheme}://{rest}"));
+            let _ = super::parse(&rest);
+        }
+    }
+}

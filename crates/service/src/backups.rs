@@ -450,3 +450,39 @@ mod tests {
         assert!(sort_keys(vec![("size".into(), "ASC".into())], Microversion::MIN).is_err());
     }
 }
+
+/// Property tests of the list parameters (issue 16): any query pairs give a page or a
+/// 400, never a panic; a page never asks for more than the maximum.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+        let key = prop_oneof![
+            Just("limit".to_owned()),
+            Just("offset".to_owned()),
+            Just("marker".to_owned()),
+            Just("sort".to_owned()),
+            Just("sort_key".to_owned()),
+            Just("sort_dir".to_owned()),
+            ".{0,8}",
+        ];
+        let value = prop_oneof![".{0,16}", "-?[0-9]{1,24}", "[a-z_:,]{0,24}"];
+        proptest::collection::vec((key, value), 0..6)
+    }
+
+    proptest! {
+        #[test]
+        fn list_parameters_never_panic(params in pairs(), minor in 0u32..80) {
+            if let Ok(p) = paging(&params) {
+                prop_assert!(p.limit <= MAX_LIMIT);
+                prop_assert!(p.link_limit <= MAX_LIMIT && p.link_limit > 0);
+            }
+            if let Ok(raw) = sort_params(&params) {
+                let _ = sort_keys(raw, Microversion::new(3, minor));
+            }
+        }
+    }
+}

@@ -86,3 +86,27 @@ mod tests {
         assert!(Microversion::new(3, 10) > Microversion::new(3, 9));
     }
 }
+
+/// Property tests (issue 16): the header's version never panics the parser, and what
+/// parses prints back to itself.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_not(s in ".{0,24}") {
+            let _ = Microversion::parse(&s);
+        }
+
+        #[test]
+        fn versions_round_trip(major in 1u32..100, minor in 0u32..1000) {
+            let text = format!("{major}.{minor}");
+            let v = Microversion::parse(&text);
+            prop_assert_eq!(v, Some(Microversion::new(major, minor)));
+            prop_assert_eq!(v.map(|v| v.to_string()), Some(text));
+        }
+    }
+}
