@@ -154,16 +154,9 @@ impl Catalog {
 
     /// Nodes whose lease runs, with `role` among their roles.
     pub async fn live_nodes(&self, role: &str) -> Result<Vec<NodeRecord>, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT ")
-            .push(NODE_COLUMNS)
-            .push(" FROM nodes WHERE lease_until > ")
-            .bind(Value::Int(ts::now_micros()))
-            .push(" ORDER BY name");
-        let nodes = self
-            .fetch(sql, crate::read::Cost::Small, node_from_row)
-            .await?;
-        Ok(nodes
+        Ok(self
+            .all_live_nodes()
+            .await?
             .into_iter()
             .filter(|n| n.roles.split(',').any(|r| r == role))
             .collect())

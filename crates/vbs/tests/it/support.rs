@@ -321,36 +321,13 @@ impl Server {
     /// its process and its base URL.
     pub fn another_node(&self, extra_args: &[&str]) -> (Child, String) {
         let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log);
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        (child, format!("http://{addr}"))
+        let base = listening_at(&self.dir, &mut child);
+        (child, base)
     }
 
     /// Reads the `listening on ADDR` line of a freshly started server.
     fn read_address(&mut self) {
-        let server = self;
-        let stdout = server.child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                let log =
-                    std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
-                panic!("unexpected first line {line:?}; log: {log}")
-            });
-        server.base = format!("http://{addr}");
+        self.base = listening_at(&self.dir, &mut self.child);
     }
 
     /// GET with an optional token and microversion; the body parsed as JSON (Null if empty).
@@ -454,6 +431,24 @@ impl Server {
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait")
     }
+}
+
+/// The base URL a freshly started `vbs serve` announces on its first line (its log,
+/// in `dir`, in the panic when the line is not that).
+fn listening_at(dir: &std::path::Path, child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("unexpected first line {line:?}; log: {log}")
+        });
+    format!("http://{addr}")
 }
 
 impl Drop for Server {
