@@ -301,8 +301,33 @@ async fn quota_rules(b: Backend) {
     assert_eq!(set["quota_set"]["backups"], 10);
     assert!(set["quota_set"].get("id").is_none(), "{set}");
     // Now the gigabytes bind: 3 used of 4, a 1 GiB backup fits, the next does not.
-    let (st, _) = a.backup(&vols[2]).await;
+    let (st, b) = a.backup(&vols[2]).await;
     assert_eq!(st, 202);
+    let id = b["backup"]["id"].as_str().unwrap().to_owned();
+    wait_status(
+        &s,
+        &format!("/v3/{PA}/backups/{id}"),
+        &a.token,
+        "backup",
+        "available",
+    )
+    .await;
+    over(
+        &a.backup(&vols[1]).await,
+        "VolumeBackupSizeExceedsAvailableQuota: Requested backup exceeds allowed Backup gigabytes quota. Requested 1G, quota is 4G and 4G has been consumed.",
+    );
+    let (st, e) = a
+        .call(
+            Method::POST,
+            &format!("/v2/{PA}/cloudbackups"),
+            Some(json!({"backup": {"volume_id": vols[1], "name": "q2"}})),
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), &e["error"]["code"]),
+        (413, &json!("VolumeBackup.0081")),
+        "{e}"
+    );
     let (_, q) = a
         .call(
             Method::GET,
