@@ -61,9 +61,13 @@ pub async fn root(State(state): State<AppState>, headers: HeaderMap) -> Response
         .into_response()
 }
 
-/// `GET /v3`, `GET /v3/`.
+/// `GET /v3`, `GET /v3/`: the v3.0 entry alone, as Cinder answers (tempest checks it).
 pub async fn v3(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    (StatusCode::OK, axum::Json(document(&state, &headers))).into_response()
+    let mut doc = document(&state, &headers);
+    if let Some(list) = doc["versions"].as_array_mut() {
+        list.retain(|v| v["id"] == "v3.0");
+    }
+    (StatusCode::OK, axum::Json(doc)).into_response()
 }
 
 /// `GET /healthcheck`: the catalog answers.
