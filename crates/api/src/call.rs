@@ -30,13 +30,6 @@ impl Call {
     }
 }
 
-/// Cinder's default `project_id_regex`: `[0-9a-f\-]+`.
-fn valid_project(p: &str) -> bool {
-    !p.is_empty()
-        && p.bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'))
-}
-
 impl FromRequestParts<AppState> for Call {
     type Rejection = ApiError;
 
@@ -66,7 +59,7 @@ impl FromRequestParts<AppState> for Call {
             }
         }
         if let Some(p) = &url_project {
-            if !valid_project(p) {
+            if !vbs_service::schema::is_project_id(p) {
                 return Err(ApiError::not_found(GENERIC_404));
             }
             if *p != ctx.project_id {

@@ -302,14 +302,42 @@ impl Catalog {
         id: &str,
         project_id: Option<&str>,
     ) -> Result<BackupRecord, CatalogError> {
+        self.backup_where(id, project_id, false).await
+    }
+
+    /// A live backup that `project_id` may read: its own, or one shared with it (VBS
+    /// sharing); any with `None`.
+    pub async fn get_readable_backup(
+        &self,
+        id: &str,
+        project_id: Option<&str>,
+    ) -> Result<BackupRecord, CatalogError> {
+        self.backup_where(id, project_id, true).await
+    }
+
+    async fn backup_where(
+        &self,
+        id: &str,
+        project_id: Option<&str>,
+        or_shared: bool,
+    ) -> Result<BackupRecord, CatalogError> {
         let mut sql = Sql::default();
         sql.push("SELECT ")
             .push(RECORD_COLUMNS)
             .push(" FROM backups b WHERE b.deleted = 0 AND b.id = ")
             .bind(Value::Text(id.to_owned()));
         if let Some(p) = project_id {
-            sql.push(" AND b.project_id = ")
+            sql.push(" AND (b.project_id = ")
                 .bind(Value::Text(p.to_owned()));
+            if or_shared {
+                sql.push(
+                    " OR EXISTS (SELECT 1 FROM backup_shares s WHERE s.backup_id = b.id \
+                     AND s.to_project_id = ",
+                )
+                .bind(Value::Text(p.to_owned()))
+                .push(")");
+            }
+            sql.push(")");
         }
         let mut record = self
             .fetch_first(sql, record_from_row)

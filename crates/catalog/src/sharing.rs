@@ -260,14 +260,4 @@ impl Catalog {
     pub async fn count_shares(&self, q: &ShareQuery) -> Result<u64, CatalogError> {
         self.count_of(&listed(q)).await
     }
-
-    /// Whether backup `backup_id` is shared with `project`.
-    pub async fn shared_with(&self, backup_id: &str, project: &str) -> Result<bool, CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT COUNT(*) FROM backup_shares WHERE backup_id = ")
-            .bind(text(backup_id))
-            .push(" AND to_project_id = ")
-            .bind(text(project));
-        Ok(self.fetch_first(sql, |r| r.int(0)).await?.unwrap_or(0) > 0)
-    }
 }

@@ -235,20 +235,17 @@ impl BackupService {
     /// then the policy (403).
     pub async fn get(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
         let scope = (!ctx.is_admin()).then_some(ctx.project_id.as_str());
-        let not_found = || Error::NotFound(format!("Backup {id} could not be found."));
-        let record = match self.catalog.get_backup(id, scope).await {
-            Ok(b) => b,
-            // Shared with the caller's project (spec 03 §4): seen, not listed.
-            Err(CatalogError::NotFound) if scope.is_some() => {
-                match self.catalog.get_backup(id, None).await {
-                    Ok(b) if self.catalog.shared_with(id, &ctx.project_id).await? => b,
-                    Ok(_) | Err(CatalogError::NotFound) => return Err(not_found()),
-                    Err(e) => return Err(e.into()),
+        // A backup shared with the caller's project (spec 03 §4) is seen, not listed.
+        let record = self
+            .catalog
+            .get_readable_backup(id, scope)
+            .await
+            .map_err(|e| match e {
+                CatalogError::NotFound => {
+                    Error::NotFound(format!("Backup {id} could not be found."))
                 }
-            }
-            Err(CatalogError::NotFound) => return Err(not_found()),
-            Err(e) => return Err(e.into()),
-        };
+                other => other.into(),
+            })?;
         if !ctx.can_read() {
             return Err(Error::Forbidden("backup:get"));
         }

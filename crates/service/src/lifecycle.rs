@@ -244,13 +244,11 @@ impl BackupLifecycle {
     /// A backup the caller may read and restore from: its project's, any (admins), or
     /// one shared with its project (spec 03 §4).
     pub(crate) async fn readable(&self, ctx: &Context, id: &str) -> Result<BackupRecord, Error> {
-        match self.lookup(ctx, id).await {
-            Err(Error::NotFound(m)) => match self.catalog.get_backup(id, None).await {
-                Ok(b) if self.catalog.shared_with(id, &ctx.project_id).await? => Ok(b),
-                Ok(_) | Err(CatalogError::NotFound) => Err(Error::NotFound(m)),
-                Err(e) => Err(e.into()),
-            },
-            other => other,
+        let scope = (!ctx.is_admin()).then_some(ctx.project_id.as_str());
+        match self.catalog.get_readable_backup(id, scope).await {
+            Ok(b) => Ok(b),
+            Err(CatalogError::NotFound) => Err(backup_not_found(id)),
+            Err(e) => Err(e.into()),
         }
     }
 

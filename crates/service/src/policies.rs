@@ -1008,7 +1008,7 @@ impl BackupLifecycle {
 
     /// Fires the due slots of every policy that is on, as of the policies' clock:
     /// the newest due slot runs, older ones are recorded as skipped (the catch-up
-    /// rule); then retention runs over every policy's disks. Safe on any number of
+    /// rule); then age-based retention runs over the disks of the policies that have it. Safe on any number of
     /// nodes at once. Returns how many runs this call queued.
     pub async fn fire_due_policies(&self, node: &str) -> Result<u64, Error> {
         let now = self.now();
@@ -1049,8 +1049,12 @@ impl BackupLifecycle {
                     fired += 1;
                 }
             }
-            for v in self.catalog().policy_volumes(&p.id).await? {
-                self.retain(&p, &v).await?;
+            // A count keeps the same backups until a new one comes (retention then runs
+            // after it); an age-based rule lets backups go as time passes.
+            if p.retention_day.is_some() {
+                for v in self.catalog().policy_volumes(&p.id).await? {
+                    self.retain(&p, &v).await?;
+                }
             }
         }
         Ok(fired)

@@ -209,6 +209,13 @@ pub fn description(obj: &Map<String, Value>, key: &str) -> Result<Option<String>
     Ok(Some(s.to_owned()))
 }
 
+/// Cinder's default `project_id_regex`, `[0-9a-f\-]+`: what a project id may look like.
+pub fn is_project_id(p: &str) -> bool {
+    !p.is_empty()
+        && p.bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'))
+}
+
 /// Whether `s` looks like a UUID to oslo (`uuidutils.is_uuid_like`): 32 hex digits,
 /// optionally with the four dashes, optionally in braces or with a `urn:uuid:` prefix.
 pub fn is_uuid_like(s: &str) -> bool {

@@ -10,7 +10,7 @@
 use serde_json::Value;
 use vbs_catalog::{CatalogError, ShareQuery, ShareRecord, ShareRefused, ShareSort};
 
-use crate::schema::is_uuid_like;
+use crate::schema::{is_project_id, is_uuid_like};
 use crate::{BackupLifecycle, Context, Error};
 
 fn malformed(message: impl Into<String>) -> Error {
@@ -22,11 +22,6 @@ fn unknown(what: &str, id: &str) -> Error {
         "VolumeBackup.0111",
         format!("The {what} {id} does not exist."),
     )
-}
-
-/// Cinder's `project_id_regex`: what a project id may look like.
-fn project_like(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// A list request's parameters, checked.
@@ -108,7 +103,7 @@ impl BackupLifecycle {
         };
         let mut to: Vec<String> = Vec::with_capacity(targets.len());
         for t in targets {
-            let Some(p) = t.as_str().filter(|p| project_like(p)) else {
+            let Some(p) = t.as_str().filter(|p| is_project_id(p)) else {
                 return Err(malformed(format!("{t} is not a project id.")));
             };
             if p == ctx.project_id {

@@ -74,3 +74,5 @@ CREATE TABLE policy_tasks (
 CREATE UNIQUE INDEX policy_tasks_run ON policy_tasks (policy_id, slot, volume_id);
 CREATE INDEX policy_tasks_policy ON policy_tasks (policy_id, created_at, id);
 CREATE INDEX policy_tasks_backup ON policy_tasks (backup_id) WHERE backup_id IS NOT NULL;
+-- Every finished job looks for its task (the task ends with its backup's job).
+CREATE INDEX policy_tasks_job ON policy_tasks (vbs_job_id) WHERE vbs_job_id IS NOT NULL;
