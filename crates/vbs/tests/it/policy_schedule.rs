@@ -331,6 +331,49 @@ async fn ninety_days_of_three_policies() {
             label(oldest.slot)
         );
     }
+    // With no new backups, an age-based rule still lets backups go as days pass: the
+    // policies off, a tick five days later prunes the third policy to its months'
+    // firsts and the backups of its last ten days; the count-based ones keep theirs.
+    for pid in &policies {
+        life.update_policy(&ctx, pid, &json!({"scheduled_policy": {"status": "OFF"}}))
+            .await
+            .unwrap();
+    }
+    let later = T0 + (DAYS + 5) * DAY;
+    set(later);
+    life.fire_due_policies("sim").await.unwrap();
+    while worker.drain().await > 0 {}
+    let kept_now = |i: usize| {
+        let (catalog, pid, vid) = (&catalog, &policies[i], &disks[i].0);
+        async move {
+            let mut k: Vec<i64> = catalog
+                .policy_backups(pid, vid)
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.slot)
+                .collect();
+            k.sort_unstable();
+            k.iter().map(|t| label(*t)).collect::<Vec<_>>()
+        }
+    };
+    let firsts = [0, 31, 59].map(|d| T0 + d * DAY + 6 * HOUR);
+    let mut want: Vec<i64> = expect[2]
+        .slots
+        .iter()
+        .copied()
+        .filter(|t| *t > later - 10 * DAY || firsts.contains(t))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(
+        kept_now(2).await,
+        want.iter().map(|t| label(*t)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        kept_now(0).await,
+        expect[0].kept.iter().map(|t| label(*t)).collect::<Vec<_>>()
+    );
+
     println!(
         "90 simulated days: {jobs} jobs run in {:.1} s",
         started.elapsed().as_secs_f64()
