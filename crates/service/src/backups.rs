@@ -35,10 +35,26 @@ pub struct BackupList<T> {
     pub link_limit: u64,
 }
 
+/// A filter's value: of repeated keys the last wins, as in Cinder's filter dict.
 pub(crate) fn last<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Each key once, at its first value: how the VBS lists read their query.
+pub fn first_of_each(params: &[(String, String)]) -> impl Iterator<Item = &(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    params.iter().filter(move |(k, _)| seen.insert(k.as_str()))
+}
+
+/// A paging or sorting parameter's value: of repeated keys the first wins, as Cinder
+/// pops them from the request's multidict.
+pub(crate) fn first<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
@@ -80,7 +96,7 @@ pub(crate) struct Paging {
 }
 
 pub(crate) fn paging(params: &[(String, String)]) -> Result<Paging, Error> {
-    let limit = match last(params, "limit") {
+    let limit = match first(params, "limit") {
         None => MAX_LIMIT,
         Some(v) => match parse_int(v) {
             Err(()) => return Err(Error::Invalid("limit param must be an integer".into())),
@@ -88,7 +104,7 @@ pub(crate) fn paging(params: &[(String, String)]) -> Result<Paging, Error> {
             Ok(Some(n)) => n.min(MAX_LIMIT),
         },
     };
-    let offset = match last(params, "offset") {
+    let offset = match first(params, "offset") {
         None => 0,
         Some(v) => match parse_int(v) {
             Err(()) => return Err(Error::Invalid("offset must be an integer".into())),
@@ -105,7 +121,7 @@ pub(crate) fn paging(params: &[(String, String)]) -> Result<Paging, Error> {
         limit,
         link_limit,
         offset,
-        marker: last(params, "marker").map(str::to_owned),
+        marker: first(params, "marker").map(str::to_owned),
     })
 }
 
@@ -119,7 +135,7 @@ fn sort_params(params: &[(String, String)]) -> Result<Vec<(String, String)>, Err
                 .into(),
         ));
     }
-    if let Some(sort) = last(params, "sort") {
+    if let Some(sort) = first(params, "sort") {
         return Ok(sort
             .trim()
             .split(',')
@@ -130,8 +146,8 @@ fn sort_params(params: &[(String, String)]) -> Result<Vec<(String, String)>, Err
             })
             .collect());
     }
-    let key = last(params, "sort_key").unwrap_or("created_at");
-    let dir = last(params, "sort_dir").unwrap_or("desc");
+    let key = first(params, "sort_key").unwrap_or("created_at");
+    let dir = first(params, "sort_dir").unwrap_or("desc");
     Ok(vec![(key.trim().to_owned(), dir.trim().to_owned())])
 }
 

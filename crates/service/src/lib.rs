@@ -24,7 +24,7 @@ mod volume_actions;
 mod volumes;
 mod worker;
 
-pub use backups::{BackupList, BackupService, ListRequest, parse_bool};
+pub use backups::{BackupList, BackupService, ListRequest, first_of_each, parse_bool};
 pub use clock::Clock;
 pub use cloudbackups::quota_code;
 pub use context::{Context, Role};

@@ -30,7 +30,7 @@ pub fn share_query(ctx: &Context, params: &[(String, String)]) -> Result<ShareQu
         project: ctx.project_id.clone(),
         ..ShareQuery::default()
     };
-    for (k, v) in params {
+    for (k, v) in crate::backups::first_of_each(params) {
         let v = v.clone();
         match k.as_str() {
             "share_to_me" => {

@@ -210,7 +210,7 @@ async fn list_tasks(State(state): State<AppState>, call: VbsCall) -> Result<Resp
         limit: Some(20),
         ..TaskQuery::default()
     };
-    for (k, v) in &call.params {
+    for (k, v) in vbs_service::first_of_each(&call.params) {
         match k.as_str() {
             "sort_dir" => {
                 q.ascending = match v.to_ascii_lowercase().as_str() {

@@ -134,7 +134,8 @@ async fn exact_and_fuzzy_filters(b: Backend) {
     assert_eq!(page_ids(&body), want(&|r| r["status"] == "error"));
     let (_, body) = s.list(&format!("?volume_id={}", VOLS[1]), None).await;
     assert_eq!(page_ids(&body), want(&|r| r["volume_id"] == VOLS[1]));
-    // Exact is case-sensitive; the last of repeated keys wins; ANDed.
+    // Exact is case-sensitive; the last of a repeated filter wins (Cinder builds its
+    // filter dict from the pairs in order); ANDed.
     let (_, body) = s.list("?name=ALPHA-02", None).await;
     assert_eq!(page_ids(&body), Vec::<String>::new());
     let (_, body) = s
@@ -379,6 +380,17 @@ async fn limit_offset_marker(b: Backend) {
         all[7..12],
         "offset counts after the marker"
     );
+    // A paging parameter given twice takes its first value, as Cinder pops it; the
+    // second may even be malformed.
+    let (_, body) = s.list("?limit=2&limit=5&offset=3&offset=abc", None).await;
+    assert_eq!(page_ids(&body), all[3..5], "first limit and offset");
+    let (_, body) = s
+        .list(
+            &format!("?limit=5&marker={}&marker=nonexistent", all[4]),
+            None,
+        )
+        .await;
+    assert_eq!(page_ids(&body), all[5..10], "first marker");
     let (_, body) = s.list("?limit=0", None).await;
     assert_eq!(body, json!({"backups": []}));
     let (_, body) = s.list("?offset=40", None).await;
