@@ -605,16 +605,33 @@ impl Catalog {
         };
         let mut tx = self.begin().await?;
         if let RestoreEnd::Done {
-            record_source: true,
+            record_source,
+            volume_metadata,
         } = end
         {
-            let mut sql = Sql::default();
-            sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
-                .bind(text(volume_id))
-                .push(" AND key = 'src_backup_id'");
-            exec(&mut tx, sql).await?;
-            let one = BTreeMap::from([("src_backup_id".to_owned(), backup_id.to_owned())]);
-            insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &one).await?;
+            // The source volume's metadata as the backup saw it replaces the target's,
+            // as Cinder's restore of a backup's volume metadata does.
+            if let Some(saved) = volume_metadata {
+                let mut sql = Sql::default();
+                sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
+                    .bind(text(volume_id));
+                exec(&mut tx, sql).await?;
+                let saved: BTreeMap<String, String> = saved
+                    .iter()
+                    .filter(|(k, _)| *k != "src_backup_id")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &saved).await?;
+            }
+            if record_source {
+                let mut sql = Sql::default();
+                sql.push("DELETE FROM volume_metadata WHERE volume_id = ")
+                    .bind(text(volume_id))
+                    .push(" AND key = 'src_backup_id'");
+                exec(&mut tx, sql).await?;
+                let one = BTreeMap::from([("src_backup_id".to_owned(), backup_id.to_owned())]);
+                insert_metadata(&mut tx, "volume_metadata", "volume_id", volume_id, &one).await?;
+            }
         }
         let mut sql = Sql::default();
         sql.push("UPDATE backups SET status = 'available', progress = NULL, fail_reason = ");
@@ -642,8 +659,13 @@ impl Catalog {
 /// How a restore ended ([`Catalog::finish_restore`]).
 #[derive(Debug, Clone, Copy)]
 pub enum RestoreEnd<'a> {
-    /// Every block written and verified.
-    Done { record_source: bool },
+    /// Every block written and verified; the volume takes `volume_metadata` (the
+    /// source volume's when the backup recorded it) and, when `record_source`, the
+    /// backup's id as `src_backup_id`.
+    Done {
+        record_source: bool,
+        volume_metadata: Option<&'a BTreeMap<String, String>>,
+    },
     /// Failed; the volume ends `volume_status` (`error` for a volume made for the
     /// restore, else `error_restoring`).
     Failed {

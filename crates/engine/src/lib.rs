@@ -201,6 +201,25 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("manifest decoder: {e}")))?
     }
 
+    /// Gives backup `to` its own manifest naming the data of backup `from` (an imported
+    /// record whose id was changed): the packs are shared, as between any two backups,
+    /// so deleting either leaves the other whole. The source manifest is checked as
+    /// it is read; nothing is written when `to` has a manifest already.
+    pub async fn copy_backup(&self, from: &str, to: &str) -> Result<(), EngineError> {
+        if self.has_backup(to).await? {
+            return Ok(());
+        }
+        let mut manifest = self.manifest(from).await?;
+        to.clone_into(&mut manifest.header.backup_id);
+        let encoded = tokio::task::spawn_blocking(move || manifest.encode())
+            .await
+            .map_err(|e| EngineError::Invalid(format!("manifest encoder: {e}")))??;
+        self.store
+            .put(&manifest_key(to), bytes::Bytes::from(encoded))
+            .await?;
+        Ok(())
+    }
+
     /// Whether a backup's manifest is stored (it is written last, so this means the
     /// backup's data is complete and durable).
     pub async fn has_backup(&self, backup_id: &str) -> Result<bool, EngineError> {

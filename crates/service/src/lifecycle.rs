@@ -21,6 +21,18 @@ use crate::{Clock, Context, Error, Microversion, VolumeService};
 
 /// What `backup_service` says in exported records.
 pub const BACKUP_SERVICE: &str = "vbs.backup.repository";
+/// What `export_record` names as the backup service: a Cinder backup driver's dotted
+/// path, which clients (and tempest) expect under `cinder.backup.drivers`.
+pub const EXPORTED_BACKUP_SERVICE: &str = "cinder.backup.drivers.vbs.VbsBackupDriver";
+/// The source volume's metadata a backup of ours recorded in its `service_metadata`;
+/// `None` for rows another driver wrote (its own text there) or older ones.
+pub(crate) fn saved_volume_metadata(
+    service_metadata: Option<&str>,
+) -> Option<BTreeMap<String, String>> {
+    let v: Value = serde_json::from_str(service_metadata?).ok()?;
+    serde_json::from_value(v.get("volume_metadata")?.clone()).ok()
+}
+
 /// The volume id of an imported backup (Cinder's placeholder).
 pub const IMPORTED_VOLUME_ID: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -408,6 +420,9 @@ impl BackupLifecycle {
                 .or_else(|| volume.availability_zone.clone()),
             host: Some(self.host.clone()),
             service: Some(BACKUP_SERVICE.into()),
+            // The driver's own record, as Cinder's drivers keep theirs: here the source
+            // volume's metadata, which a restore gives back.
+            service_metadata: Some(json!({"volume_metadata": volume.metadata}).to_string()),
             size: volume.size,
             data_timestamp: snapshot.as_ref().map(|s| s.created_at),
             metadata: start.metadata.clone(),
@@ -788,9 +803,11 @@ impl BackupLifecycle {
             "service_metadata": b.service_metadata,
             "data_timestamp": b.data_timestamp.map(ts::format_api),
             "metadata": b.metadata,
+            // Whose manifest holds the data: an import under another id copies it.
+            "manifest_id": b.id,
         });
         let url = base64::engine::general_purpose::STANDARD.encode(record.to_string());
-        Ok((BACKUP_SERVICE.into(), url))
+        Ok((EXPORTED_BACKUP_SERVICE.into(), url))
     }
 
     /// `POST /backups/import_record` (§10.2): the new record, `creating` until a
@@ -875,6 +892,16 @@ impl BackupLifecycle {
             metadata,
             ..NewBackup::default()
         };
+        let copy_from = text("manifest_id").filter(|m| *m != id);
+        if copy_from.as_deref().is_some_and(|m| {
+            m.is_empty()
+                || m.len() > 64
+                || !m.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        }) {
+            return Err(Error::Invalid(
+                "Invalid input received: Can't parse backup record.".into(),
+            ));
+        }
         self.catalog
             .create_backup(
                 &new,
@@ -883,7 +910,7 @@ impl BackupLifecycle {
                     &ctx.project_id,
                     &id,
                     None,
-                    None,
+                    copy_from.map(|m| json!({"copy_from": m})),
                     &json!({"backup_id": id}),
                 ),
             )

@@ -212,7 +212,7 @@ impl BackupWorker {
                 JobKind::Backup => self.backup(&job, &guard).await,
                 JobKind::Restore => self.restore(&job, &guard).await,
                 JobKind::Delete => self.delete(&job).await,
-                JobKind::Verify => self.verify(&job).await,
+                JobKind::Verify => self.verify(&job, &guard).await,
                 JobKind::Gc => self.gc(&guard).await.map(|()| Ended::Success),
                 JobKind::PolicyRun => self.policy_run(&job).await,
             }
@@ -447,14 +447,24 @@ impl BackupWorker {
                     (stats.blocks_from_parent + stats.blocks_repeated) * block,
                     stats.bytes_stored,
                 );
-                let meta = json!({
-                    "engine": 1,
-                    "blocks": stats.blocks,
-                    "blocks_new": stats.blocks_new,
-                    "bytes_stored": stats.bytes_stored,
-                    "manifest_bytes": stats.manifest_bytes,
-                    "seconds": stats.seconds,
-                });
+                // What the record held (the source volume's metadata) plus the run's
+                // figures.
+                let mut meta = b
+                    .service_metadata
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str::<serde_json::Map<String, Value>>(m).ok())
+                    .unwrap_or_default();
+                for (k, v) in [
+                    ("engine", json!(1)),
+                    ("blocks", json!(stats.blocks)),
+                    ("blocks_new", json!(stats.blocks_new)),
+                    ("bytes_stored", json!(stats.bytes_stored)),
+                    ("manifest_bytes", json!(stats.manifest_bytes)),
+                    ("seconds", json!(stats.seconds)),
+                ] {
+                    meta.insert(k.to_owned(), v);
+                }
+                let meta = Value::Object(meta);
                 let done = c
                     .complete_backup(&b, stats.object_count as i64, &meta.to_string(), job.pk)
                     .await?;
@@ -603,9 +613,11 @@ impl BackupWorker {
             return Ok(Ended::Recorded);
         }
         let reason;
+        let saved = crate::lifecycle::saved_volume_metadata(b.service_metadata.as_deref());
         let end = match result {
             Ok(_) => RestoreEnd::Done {
                 record_source: b.volume_id != vid,
+                volume_metadata: saved.as_ref(),
             },
             Err(e) => {
                 reason = format!("Restore to volume {vid} failed: {e}");
@@ -712,9 +724,32 @@ impl BackupWorker {
 
     /// An imported record turns `available` once its data is in the repository and
     /// reads back intact.
-    async fn verify(&self, job: &Job) -> Result<Ended, CatalogError> {
+    async fn verify(&self, job: &Job, guard: &JobGuard) -> Result<Ended, CatalogError> {
         let c = self.life.catalog();
-        let outcome = match self.engine.verify(&job.backup_id).await {
+        // A record imported under another id than its data's: first its own manifest,
+        // written under the shared lock like a backup's (no sweep sees it half-done).
+        let copy_from = job
+            .options
+            .as_deref()
+            .and_then(|o| serde_json::from_str::<Value>(o).ok())
+            .and_then(|o| {
+                o.get("copy_from")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let mut copied = Ok(());
+        if let Some(from) = copy_from.filter(|f| *f != job.backup_id) {
+            if !self.lock(guard, LockMode::Shared).await {
+                return Ok(Ended::Recorded);
+            }
+            copied = self.engine.copy_backup(&from, &job.backup_id).await;
+            self.unlock(guard).await;
+        }
+        let verified = match copied {
+            Ok(()) => self.engine.verify(&job.backup_id).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match verified {
             Ok(r) if r.is_intact() => Ok(()),
             Ok(r) => Err(format!(
                 "The backup's data is damaged: {}",

@@ -442,6 +442,54 @@ async fn incremental_chain(b: Backend) {
 }
 both!(incremental_chain);
 
+/// A restore gives the target the source volume's metadata as the backup saw it, as
+/// Cinder restores a backup's volume metadata (replacing the target's), plus
+/// `src_backup_id`; tempest checks it on a new volume.
+async fn restore_carries_volume_metadata(b: Backend) {
+    let s = Server::start_with(b, &[], &[]);
+    let a = Api::new(&s, "usera", PA);
+    let meta = json!({"vol-meta1": "value1", "vol-meta2": "value2"});
+    let (st, body) = a
+        .post(
+            "volumes",
+            json!({"volume": {"size": 1, "name": "src", "metadata": meta}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    let src = body["volume"]["id"].as_str().unwrap().to_owned();
+    seed(&volume_file(&s, &src), 5);
+    let (id, _) = a.backup(json!({"volume_id": src})).await;
+
+    let new = a.restore_new(&id).await;
+    let v = a.wait_volume(&new, "available").await;
+    assert_eq!(
+        v["metadata"],
+        json!({"vol-meta1": "value1", "vol-meta2": "value2", "src_backup_id": id})
+    );
+
+    let (st, body) = a
+        .post(
+            "volumes",
+            json!({"volume": {"size": 1, "metadata": {"keep": "x"}}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    let target = body["volume"]["id"].as_str().unwrap().to_owned();
+    let (st, body) = a
+        .post(
+            &format!("backups/{id}/restore"),
+            json!({"restore": {"volume_id": target}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    let v = a.wait_volume(&target, "available").await;
+    assert_eq!(
+        v["metadata"],
+        json!({"vol-meta1": "value1", "vol-meta2": "value2", "src_backup_id": id})
+    );
+}
+both!(restore_carries_volume_metadata);
+
 // ---- §10: export and import --------------------------------------------------------
 
 async fn export_import(b: Backend) {
@@ -472,7 +520,10 @@ async fn export_import(b: Backend) {
     assert_eq!(st, 200, "{body}");
     let record = body["backup-record"].clone();
     assert_eq!(record.as_object().unwrap().len(), 2, "{body}");
-    assert!(record["backup_service"].is_string());
+    assert_eq!(
+        record["backup_service"],
+        "cinder.backup.drivers.vbs.VbsBackupDriver"
+    );
     let url = record["backup_url"].as_str().unwrap();
     assert!(
         !url.is_empty()
@@ -584,6 +635,49 @@ async fn export_import(b: Backend) {
     assert_same(&volume_file(&t, &r), &file, GIB);
     drop(t);
 
+    // Imported under another id (tempest's way to import next to the original): the
+    // copy gets a manifest of its own over the same packs, so the original's delete
+    // below leaves it whole.
+    let copy = "2e2e2e2e-0000-4000-8000-000000000002";
+    let mut decoded: Value = {
+        use base64::Engine as _;
+        let url = record["backup_url"].as_str().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(url)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    decoded["id"] = json!(copy);
+    let (st, body) = admin
+        .post(
+            "backups/import_record",
+            import(
+                record["backup_service"].as_str().unwrap(),
+                &base64(decoded.to_string().as_bytes()),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    admin.wait_backup(copy, "available").await;
+    let shared_packs = packs(&s);
+    assert!(!shared_packs.is_empty());
+    // A copy's source must be a plain backup id, never a path into the repository.
+    decoded["id"] = json!("3e3e3e3e-0000-4000-8000-000000000003");
+    decoded["manifest_id"] = json!("../packs/x");
+    assert_fault(
+        admin
+            .post(
+                "backups/import_record",
+                import("x", &base64(decoded.to_string().as_bytes())),
+            )
+            .await,
+        400,
+        "badRequest",
+        "Invalid input received: Can't parse backup record.",
+    );
+
     // Force-deleted here, the record comes back on import (spec §10.2: a soft-deleted
     // backup is revived); its data went with the delete, so it ends in error.
     let (st, _) = admin.action(&id, json!({"os-force_delete": {}})).await;
@@ -594,6 +688,10 @@ async fn export_import(b: Backend) {
         .await;
     assert_eq!(st, 201, "{body}");
     admin.wait_backup(&id, "error").await;
+    // The copy still restores the same bytes, from the packs it shares.
+    assert_eq!(packs(&s), shared_packs);
+    let r = admin.restore_new(copy).await;
+    assert_same(&volume_file(&s, &r), &file, GIB);
 }
 both!(export_import);
 
