@@ -201,6 +201,22 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("manifest decoder: {e}")))?
     }
 
+    /// What the repository holds now: its packs and manifests, counted and summed
+    /// from a listing (no object is read).
+    pub async fn usage(&self) -> Result<RepositoryUsage, EngineError> {
+        let mut usage = RepositoryUsage::default();
+        for (prefix, slot) in [
+            ("packs/", &mut usage.packs),
+            ("manifests/", &mut usage.manifests),
+        ] {
+            for obj in self.store.list(prefix).await? {
+                slot.objects += 1;
+                slot.bytes += obj.size;
+            }
+        }
+        Ok(usage)
+    }
+
     /// Gives backup `to` its own manifest naming the data of backup `from` (an imported
     /// record whose id was changed): the packs are shared, as between any two backups,
     /// so deleting either leaves the other whole. The source manifest is checked as
@@ -225,4 +241,18 @@ impl Engine {
     pub async fn has_backup(&self, backup_id: &str) -> Result<bool, EngineError> {
         Ok(self.store.exists(&manifest_key(backup_id)).await?)
     }
+}
+
+/// Objects and bytes of one kind in the repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectTotals {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// [`Engine::usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepositoryUsage {
+    pub packs: ObjectTotals,
+    pub manifests: ObjectTotals,
 }

@@ -22,6 +22,9 @@ struct Inner {
     oldest_queued: Gauge,
     pool: IntGaugeVec,
     nodes: IntGaugeVec,
+    repo_objects: IntGaugeVec,
+    repo_bytes: IntGaugeVec,
+    repo_scanned: Gauge,
 }
 
 /// The process's metrics.
@@ -136,6 +139,31 @@ impl Metrics {
             "Nodes whose presence in the catalog is current, by name and roles.",
             &["node", "roles"],
         );
+        let repo_objects = gauges(
+            &registry,
+            "repository_objects",
+            "Objects in the backup repository by kind (packs, manifests), as this node's \
+             last listing found them.",
+            &["kind"],
+        );
+        let repo_bytes = gauges(
+            &registry,
+            "repository_bytes",
+            "Bytes stored in the backup repository by kind (packs, manifests), as this \
+             node's last listing found them.",
+            &["kind"],
+        );
+        let repo_scanned = register(
+            &registry,
+            Gauge::with_opts(
+                Opts::new(
+                    "repository_scan_timestamp_seconds",
+                    "When this node last listed the repository (Unix time; 0: not yet).",
+                )
+                .namespace("vbs"),
+            )
+            .unwrap_or_else(|_| unreachable!("valid gauge")),
+        );
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -147,6 +175,9 @@ impl Metrics {
             oldest_queued,
             pool,
             nodes,
+            repo_objects,
+            repo_bytes,
+            repo_scanned,
         }))
     }
 
@@ -180,6 +211,25 @@ impl Metrics {
         ] {
             self.0.backup_bytes.with_label_values(&[stage]).inc_by(n);
         }
+    }
+
+    /// A listing of the repository: `(kind, objects, bytes)` for each kind.
+    pub(crate) fn repository(&self, totals: &[(&str, u64, u64)]) {
+        for (kind, objects, bytes) in totals {
+            let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.0
+                .repo_objects
+                .with_label_values(&[kind])
+                .set(clamp(*objects));
+            self.0
+                .repo_bytes
+                .with_label_values(&[kind])
+                .set(clamp(*bytes));
+        }
+        #[allow(clippy::cast_precision_loss)]
+        self.0
+            .repo_scanned
+            .set(vbs_catalog::ts::now_micros() as f64 / 1e6);
     }
 
     /// The text a scrape gets, with the catalog's gauges read now.

@@ -36,6 +36,9 @@ pub struct WorkerOptions {
     pub max_attempts: i64,
     /// How often a job waiting for the repository lock asks again.
     pub lock_poll: Duration,
+    /// How often the repository is listed for its size metrics (also soon after a
+    /// backup, a delete or a sweep of this node changed it).
+    pub repository_scan: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -46,6 +49,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(30),
             max_attempts: 3,
             lock_poll: Duration::from_millis(250),
+            repository_scan: Duration::from_secs(300),
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct BackupWorker {
     life: BackupLifecycle,
     engine: Engine,
     options: WorkerOptions,
+    /// Asks the repository scan for a new listing: this node changed the repository.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// What a running job holds, shared with the task that renews it.
@@ -135,6 +141,36 @@ impl BackupWorker {
             life,
             engine,
             options,
+            changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Lists the repository for its size metrics every `repository_scan`, and a few
+    /// seconds after this node's work changed it, until `shutdown` turns true.
+    pub async fn scan_repository(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.engine.usage().await {
+                Ok(u) => self.life.metrics().repository(&[
+                    ("packs", u.packs.objects, u.packs.bytes),
+                    ("manifests", u.manifests.objects, u.manifests.bytes),
+                ]),
+                Err(e) => tracing::warn!(error = %e, "listing the repository for its metrics"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.options.repository_scan) => {}
+                () = self.changed.notified() => {
+                    // Changes come in bursts (a chain of deletes, a sweep): one listing.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
         }
     }
 
@@ -254,6 +290,12 @@ impl BackupWorker {
             job.kind.as_str(),
             matches!(outcome, Ok(Ended::Success | Ended::Recorded)),
         );
+        if matches!(
+            job.kind,
+            JobKind::Backup | JobKind::Delete | JobKind::Gc | JobKind::Verify
+        ) {
+            self.changed.notify_one();
+        }
         if (!guard.cancel.load(Ordering::Relaxed) || outcome.is_ok())
             && let Err(e) = catalog.finish_job(job.pk, node, ended).await
         {

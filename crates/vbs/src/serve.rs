@@ -104,6 +104,7 @@ pub async fn run(
                 ..WorkerOptions::default()
             },
         );
+        tasks.spawn(worker.clone().scan_repository(tasks_stop.clone()));
         tasks.spawn(worker.run(tasks_stop.clone()));
     }
     if roles.scheduler {

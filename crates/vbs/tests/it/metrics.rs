@@ -120,18 +120,26 @@ async fn metrics_count_real_work_and_pass_promtool() {
     )
     .await;
 
-    // The scrape listener asks no token; the API's /metrics is for admins.
-    let scraped = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap();
-    assert_eq!(scraped.status(), 200);
-    assert!(
-        scraped.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    let text = scraped.text().await.unwrap();
+    // The scrape listener asks no token; the API's /metrics is for admins. The
+    // repository's size comes from a listing a few seconds after the backup.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let scraped = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(scraped.status(), 200);
+        assert!(
+            scraped.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        text = scraped.text().await.unwrap();
+        if sample(&text, "vbs_repository_objects{kind=\"manifests\"}") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (st, _) = s.call(Method::GET, "/metrics", Some(&t), None, None).await;
     assert_eq!(st, 403);
     let (st, _) = s.call(Method::GET, "/metrics", None, None, None).await;
@@ -187,6 +195,17 @@ async fn metrics_count_real_work_and_pass_promtool() {
         ),
         1.0
     );
+    // What the repository holds: the one manifest, and packs of about what was stored.
+    assert_eq!(
+        sample(&text, "vbs_repository_objects{kind=\"manifests\"}"),
+        1.0
+    );
+    let pack_bytes = sample(&text, "vbs_repository_bytes{kind=\"packs\"}");
+    assert!(
+        pack_bytes >= stored && pack_bytes < 1.1 * mib,
+        "{pack_bytes} bytes of packs, {stored} stored"
+    );
+    assert!(sample(&text, "vbs_repository_scan_timestamp_seconds") > 1.7e9);
     assert_eq!(sample(&text, "vbs_job_queue{state=\"queued\"}"), 0.0);
     assert!(text.contains("vbs_node_up{node="), "{text}");
     assert!(
