@@ -68,6 +68,11 @@ fn noauth_context(token: &str) -> Option<Context> {
 /// Paths served without a token (clients discover versions before authenticating).
 fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/v3" | "/v3/" | "/v2" | "/v2/" | "/healthcheck")
+        // The dashboard's own files; what it shows comes from authenticated calls.
+        || matches!(
+            path,
+            "/dashboard" | "/dashboard/" | "/dashboard/app.js" | "/dashboard/app.css"
+        )
 }
 
 /// Middleware: authenticates the request or answers 401.

@@ -8,6 +8,7 @@ mod auth;
 mod backups;
 mod body;
 mod call;
+mod dashboard;
 mod error;
 pub mod keystone;
 mod links;
@@ -165,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/", get(versions::v3))
         .route("/healthcheck", get(versions::healthcheck))
         .route("/metrics", get(metrics));
+    r = dashboard::routes(r);
     // Every v3 path exists with and without the project segment; v2 only with it.
     for prefix in ["/v3/{project_id}", "/v3", "/v2/{project_id}"] {
         r = r

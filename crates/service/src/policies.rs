@@ -236,6 +236,16 @@ fn tags_rule(v: Option<&Value>) -> Result<Vec<(String, String)>, Error> {
     Ok(out)
 }
 
+impl BackupLifecycle {
+    /// When a policy that is on fires next, by the policies' clock (µs); `None` when
+    /// it is off or no slot comes within 400 days.
+    pub fn next_run(&self, p: &PolicyRecord) -> Option<i64> {
+        (p.status == "ON")
+            .then(|| schedule_of(p).next_after(self.now().max(p.scheduled_from)))
+            .flatten()
+    }
+}
+
 /// The schedule of a stored policy.
 pub fn schedule_of(p: &PolicyRecord) -> Schedule {
     let offset_secs = p.time_zone.as_deref().and_then(zone_offset).unwrap_or(0);

@@ -500,6 +500,7 @@ impl BackupWorker {
                     ("engine", json!(1)),
                     ("blocks", json!(stats.blocks)),
                     ("blocks_new", json!(stats.blocks_new)),
+                    ("bytes_read", json!(stats.bytes_read)),
                     ("bytes_stored", json!(stats.bytes_stored)),
                     ("manifest_bytes", json!(stats.manifest_bytes)),
                     ("seconds", json!(stats.seconds)),

@@ -81,7 +81,18 @@ async fn create_policy(
 
 async fn list_policies(State(state): State<AppState>, call: VbsCall) -> Result<Response, ApiError> {
     let list = state.lifecycle.list_policies(&call.ctx).await?;
-    let items: Vec<Value> = list.iter().map(policy_view).collect();
+    let items: Vec<Value> = list
+        .iter()
+        .map(|p| {
+            let mut v = policy_view(p);
+            // A vendor key, as Cinder's extensions add theirs: when the scheduler fires
+            // this policy next (the dashboard shows it).
+            if let Some(t) = state.lifecycle.next_run(p) {
+                v["os-vbs:next_run"] = json!(vbs_catalog::ts::format_api(t));
+            }
+            v
+        })
+        .collect();
     Ok(json_response(&json!({ "backup_policies": items })))
 }
 

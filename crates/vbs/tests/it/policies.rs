@@ -117,8 +117,24 @@ async fn policy_api(b: Backend) {
     let (st, created) = a.post("backuppolicy", example()).await;
     assert_eq!(st, 200, "{created}");
     let pid = created["backup_policy_id"].as_str().unwrap().to_owned();
-    let (st, list) = a.get("backuppolicy").await;
+    let (st, mut list) = a.get("backuppolicy").await;
     assert_eq!(st, 200);
+    // The vendor key: the next slot, a Sunday or Wednesday of UTC+08:00 at 12:00 UTC,
+    // within the coming week.
+    let next = list["backup_policies"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("os-vbs:next_run")
+        .unwrap();
+    let next = next.as_str().unwrap();
+    assert!(next.ends_with("T12:00:00.000000"), "{next}");
+    let at = vbs_catalog::ts::parse(next).unwrap();
+    let ahead = at - vbs_catalog::ts::now_micros();
+    let day = 86_400_000_000_i64;
+    assert!(ahead > 0 && ahead <= 7 * day, "{next}");
+    // 12:00 UTC is 20:00 the same day in UTC+08:00; 1970-01-01 was a Thursday.
+    let weekday = (at.div_euclid(day) + 4).rem_euclid(7);
+    assert!(weekday == 0 || weekday == 3, "{next} is weekday {weekday}");
     assert_eq!(
         list,
         json!({"backup_policies": [{

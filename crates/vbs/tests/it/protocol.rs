@@ -131,6 +131,36 @@ async fn discovery_and_versions(b: Backend) {
 }
 both!(discovery_and_versions);
 
+/// The dashboard's files are served without a token, each with its type and a policy
+/// that lets only the page's own files run; its data needs a token like any call.
+#[tokio::test]
+async fn dashboard_assets() {
+    let s = Server::start(Backend::Sqlite);
+    for (path, kind, needle) in [
+        ("/dashboard", "text/html", "<title>vbs dashboard</title>"),
+        ("/dashboard/app.js", "text/javascript", "X-Auth-Token"),
+        ("/dashboard/app.css", "text/css", "progress"),
+    ] {
+        let resp = reqwest::get(format!("{}{path}", s.base)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {h:?}"
+        );
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'self'"),
+            "{path}"
+        );
+        assert!(resp.text().await.unwrap().contains(needle), "{path}");
+    }
+    let (st, _, _) = s.get("/dashboard/nothing", None, None).await;
+    assert_eq!(st, 401, "other paths ask for a token first");
+}
+
 async fn auth_and_scope(b: Backend) {
     let s = Server::start(b);
     let path = format!("/v3/{PA}/backups");
