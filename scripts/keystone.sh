@@ -16,7 +16,9 @@
 # DIR/seed.json; the admin is the bootstrap user `admin` in project `admin`.
 #
 # Env: KEYSTONE_PORT (5000), KEYSTONE_VENV (<repo>/.venv-keystone), PYTHON (python3),
-#      VBS_URL (no endpoints at start when empty).
+#      VBS_URL (no endpoints at start when empty), KEYSTONE_WORKERS (2; its SQLite
+#      database refuses a write that meets another process's, so a client that writes
+#      much at once, as tempest creating and deleting projects in parallel does, wants 1).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,7 +105,7 @@ start() {
     fi
 
     OS_KEYSTONE_CONFIG_FILES="$dir/keystone.conf" "$kvenv/bin/gunicorn" \
-        --bind "127.0.0.1:$port" --workers 2 --timeout 120 \
+        --bind "127.0.0.1:$port" --workers "${KEYSTONE_WORKERS:-2}" --timeout 120 \
         --pythonpath "$helpers" --chdir "$dir" \
         --pid "$dir/gunicorn.pid" --daemon --log-file "$dir/gunicorn.log" \
         wsgi:application

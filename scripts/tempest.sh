@@ -68,7 +68,9 @@ keystone_port=${KEYSTONE_PORT:-$(free_port)}
 vbs_port=${VBS_PORT:-$(free_port)}
 rm -rf "$work/keystone"
 stamp "keystone on port $keystone_port"
-KEYSTONE_PORT=$keystone_port "$repo/scripts/keystone.sh" start "$work/keystone" >"$work/keystone.out" 2>&1 \
+# One Keystone worker: tempest's parallel project churn makes two workers' writes to
+# Keystone's SQLite database collide ("database is locked", a 500 on a token request).
+KEYSTONE_WORKERS=1 KEYSTONE_PORT=$keystone_port "$repo/scripts/keystone.sh" start "$work/keystone" >"$work/keystone.out" 2>&1 \
     || { cat "$work/keystone.out" >&2; die "keystone did not start"; }
 seed=$work/keystone/seed.json
 field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$seed" "$1"; }
