@@ -167,6 +167,20 @@ impl Engine {
             Some(p) => Some(Arc::new(self.manifest(p).await?)),
             None => None,
         };
+        let format = if self.keys().is_some() {
+            crate::SEALED_FORMAT
+        } else {
+            1
+        };
+        // Block ids of one format only compare with their own kind.
+        if let Some(p) = &parent
+            && (p.header.format >= crate::SEALED_FORMAT) != (format >= crate::SEALED_FORMAT)
+        {
+            return Err(EngineError::Invalid(format!(
+                "parent backup {} is of another encryption than its repository",
+                p.header.backup_id
+            )));
+        }
         let size = source::volume_size(&opts.source).map_err(EngineError::io(format!(
             "reading {}",
             opts.source.display()
@@ -180,8 +194,17 @@ impl Engine {
             let parent = parent.clone();
             let engine = self.options.clone();
             let pool = pool.clone();
+            let keys = self.keys().cloned();
             tokio::task::spawn_blocking(move || {
-                run_pipeline(&opts, size, parent.as_deref(), &engine, &pool, &frame_tx)
+                run_pipeline(
+                    &opts,
+                    size,
+                    parent.as_deref(),
+                    &engine,
+                    keys.as_deref(),
+                    &pool,
+                    &frame_tx,
+                )
             })
         };
 
@@ -189,7 +212,7 @@ impl Engine {
         let mut new_packs: Vec<String> = Vec::new();
         // New frame id -> (new pack index, offset, len, raw_len, flags)
         let mut placed: HashMap<u32, FrameRef> = HashMap::new();
-        let mut pack = PackBuilder::with_capacity(PACK_CAP);
+        let mut pack = self.new_pack();
         let mut pack_frames: Vec<(u32, u64, u32, u32, u32)> = Vec::new();
         let mut uploads: JoinSet<Result<(), EngineError>> = JoinSet::new();
         let upload_depth = self
@@ -199,12 +222,12 @@ impl Engine {
         let mut bytes_stored = 0u64;
         let mut upload_error = None;
         while let Some(f) = frame_rx.recv().await {
-            bytes_stored += f.data.len() as u64;
-            let off = pack.push(&f.data, f.raw_len, f.flags);
-            pack_frames.push((f.id, off, f.data.len() as u32, f.raw_len, f.flags));
+            let (off, len) = pack.push(&f.data, f.raw_len, f.flags);
+            bytes_stored += u64::from(len);
+            pack_frames.push((f.id, off, len, f.raw_len, f.flags));
             pool.put(f.data);
             if pack.len() >= PACK_TARGET {
-                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(PACK_CAP));
+                let full = std::mem::replace(&mut pack, self.new_pack());
                 self.seal_pack(
                     full,
                     &mut pack_frames,
@@ -254,15 +277,21 @@ impl Engine {
         check_cancel(&opts.cancel)?;
 
         let mut stats = outcome.stats.clone();
-        let manifest = assemble(&opts, size, parent.as_deref(), outcome, new_packs, &placed)?;
+        let manifest = assemble(
+            &opts,
+            size,
+            format,
+            parent.as_deref(),
+            outcome,
+            new_packs,
+            &placed,
+        )?;
         stats.packs = placed
             .values()
             .map(|f| f.pack)
             .collect::<std::collections::HashSet<_>>()
             .len() as u64;
-        let encoded = tokio::task::spawn_blocking(move || manifest.encode())
-            .await
-            .map_err(|e| EngineError::Invalid(format!("manifest encoder: {e}")))??;
+        let encoded = self.encode_manifest(manifest).await?;
         stats.manifest_bytes = encoded.len() as u64;
         self.store
             .put(&manifest_key(&opts.backup_id), Bytes::from(encoded))
@@ -275,6 +304,14 @@ impl Engine {
         opts.progress.set_done(size);
         tracing::info!(backup = %opts.backup_id, ?stats, "backup stored");
         Ok(stats)
+    }
+
+    /// An empty pack, sealed in an encrypted repository.
+    fn new_pack(&self) -> PackBuilder {
+        match self.keys() {
+            Some(k) => PackBuilder::sealed(PACK_CAP, k),
+            None => PackBuilder::with_capacity(PACK_CAP),
+        }
     }
 
     fn seal_pack(
@@ -322,6 +359,7 @@ async fn join_one(set: &mut JoinSet<Result<(), EngineError>>) -> Result<(), Engi
 fn assemble(
     opts: &BackupOptions,
     size: u64,
+    format: u32,
     parent: Option<&Manifest>,
     outcome: DedupOutcome,
     new_packs: Vec<String>,
@@ -392,7 +430,7 @@ fn assemble(
     }
     Ok(Manifest {
         header: ManifestHeader {
-            format: 1,
+            format,
             backup_id: opts.backup_id.clone(),
             parent_id: opts.parent.clone(),
             volume_size: size,
@@ -412,6 +450,7 @@ fn run_pipeline(
     size: u64,
     parent: Option<&Manifest>,
     engine: &crate::EngineOptions,
+    keys: Option<&crate::DataKeys>,
     pool: &Pool,
     out: &mpsc::Sender<StoredFrame>,
 ) -> Result<DedupOutcome, EngineError> {
@@ -445,7 +484,7 @@ fn run_pipeline(
         });
         for _ in 0..threads {
             let (rx, tx) = (seg_rx.clone(), hashed_tx.clone());
-            s.spawn(move || hash_segments(&rx, &tx));
+            s.spawn(move || hash_segments(&rx, &tx, keys));
         }
         drop((seg_rx, hashed_tx));
         for _ in 0..threads {
@@ -509,12 +548,17 @@ fn read_segments(
     Ok(())
 }
 
-fn hash_segments(rx: &Receiver<Segment>, tx: &Sender<Hashed>) {
+fn hash_segments(rx: &Receiver<Segment>, tx: &Sender<Hashed>, keys: Option<&crate::DataKeys>) {
     for seg in rx {
         let hashes = seg
             .data
             .chunks(BLOCK)
-            .map(|b| (!is_zero(b)).then(|| *blake3::hash(b).as_bytes()))
+            .map(|b| {
+                (!is_zero(b)).then(|| match keys {
+                    Some(k) => k.block_id(b),
+                    None => *blake3::hash(b).as_bytes(),
+                })
+            })
             .collect();
         let h = Hashed {
             seq: seg.seq,

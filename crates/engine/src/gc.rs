@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::format::{Manifest, manifest_key, pack_key};
+use crate::format::{manifest_key, pack_key};
 use crate::{Engine, EngineError};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -67,8 +67,9 @@ impl Engine {
                 Err(vbs_repository::StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
+            let keys = self.keys().cloned();
             let packs = tokio::task::spawn_blocking(move || {
-                Manifest::decode(&id, &stored).map(|m| m.header.packs)
+                Engine::decode_manifest(keys.as_deref(), &id, &stored).map(|m| m.header.packs)
             })
             .await
             .map_err(|e| EngineError::Invalid(format!("gc: {e}")))??;

@@ -7,6 +7,7 @@
 //! compressing and uploading overlap.
 
 mod backup;
+pub mod crypt;
 pub mod format;
 mod gc;
 pub mod pool;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub use backup::{BackupOptions, BackupStats};
+pub use crypt::{DataKeys, MasterKey};
 pub use gc::GcStats;
 pub use restore::{RestoreOptions, RestoreStats, VerifyReport};
 pub use source::volume_size;
@@ -46,6 +48,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The repository's keys cannot be opened: no master key, or another one.
+    #[error("{0}")]
+    Key(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -177,15 +182,154 @@ pub const REMOTE_IO_DEPTH: usize = 16;
 pub struct Engine {
     store: Store,
     options: EngineOptions,
+    /// The repository's data keys when it is encrypted.
+    keys: Option<Arc<DataKeys>>,
 }
 
+/// How [`Engine::open`] treats a repository's encryption.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// Encrypted repositories open with this key; a new (empty) repository is
+    /// encrypted with it. An existing plaintext repository stays plaintext.
+    Key(MasterKey),
+    /// No key: plaintext repositories only (a new one stays plaintext: the operator
+    /// opted out by name). An encrypted repository refuses to open.
+    Off,
+}
+
+/// The manifest format of an encrypted repository: sealed frames, keyed block ids.
+pub const SEALED_FORMAT: u32 = 2;
+
 impl Engine {
+    /// A plaintext engine (tests and tools; the service opens with [`Engine::open`]).
     pub fn new(store: Store, options: EngineOptions) -> Self {
-        Self { store, options }
+        Self {
+            store,
+            options,
+            keys: None,
+        }
+    }
+
+    /// The engine over a repository, its keys opened: a repository with a keys object
+    /// needs its master key; an empty one without gets keys under `Key`; one with
+    /// plaintext data keeps working as it is.
+    pub async fn open(
+        store: Store,
+        options: EngineOptions,
+        encryption: &Encryption,
+    ) -> Result<Self, EngineError> {
+        let location = store.location();
+        let named = |e: EngineError| match e {
+            EngineError::Key(m) => EngineError::Key(format!("repository {location}: {m}")),
+            EngineError::Corrupt(m) => EngineError::Corrupt(format!("repository {location}: {m}")),
+            other => other,
+        };
+        let keys = match (store.get(crypt::KEYS_KEY).await, encryption) {
+            (Ok(stored), Encryption::Key(master)) => {
+                Some(DataKeys::unwrap(&stored, master).map_err(named)?)
+            }
+            (Ok(_), Encryption::Off) => {
+                return Err(named(EngineError::Key(
+                    "it is encrypted and no master key was given (key_file or \
+                     VBS_REPOSITORY_KEY)"
+                        .into(),
+                )));
+            }
+            (Err(StoreError::NotFound(_)), Encryption::Key(master)) => {
+                let empty = store.list("manifests/").await?.is_empty()
+                    && store.list("packs/").await?.is_empty();
+                if empty {
+                    let keys = DataKeys::generate();
+                    store
+                        .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(master)))
+                        .await?;
+                    tracing::info!(repository = %location, key = %master.fingerprint(), "new repository encrypted");
+                    Some(keys)
+                } else {
+                    tracing::warn!(repository = %location, "the repository holds plaintext backups: it stays unencrypted");
+                    None
+                }
+            }
+            (Err(StoreError::NotFound(_)), Encryption::Off) => None,
+            (Err(e), _) => return Err(e.into()),
+        };
+        Ok(Self {
+            store,
+            options,
+            keys: keys.map(Arc::new),
+        })
+    }
+
+    /// Whether new data is sealed.
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Wraps the repository's data keys under `new` (the data stays as it is): after
+    /// this the repository opens with `new` only.
+    pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<(), EngineError> {
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| EngineError::Invalid("the repository is not encrypted".into()))?;
+        self.store
+            .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(new)))
+            .await?;
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn keys(&self) -> Option<&Arc<DataKeys>> {
+        self.keys.as_ref()
+    }
+
+    /// A stored manifest's contents, opened and checked (on the calling thread).
+    pub(crate) fn decode_manifest(
+        keys: Option<&DataKeys>,
+        backup_id: &str,
+        stored: &[u8],
+    ) -> Result<Manifest, EngineError> {
+        if stored.starts_with(crypt::SEALED_MANIFEST_MAGIC) {
+            let keys = keys.ok_or_else(|| {
+                EngineError::Key(format!(
+                    "backup {backup_id} is encrypted and the repository's keys are not open"
+                ))
+            })?;
+            let inner = keys.open_manifest(backup_id, stored)?;
+            let m = Manifest::decode(backup_id, &inner)?;
+            if m.header.format < SEALED_FORMAT {
+                return Err(EngineError::Corrupt(format!(
+                    "manifest {backup_id}: a sealed manifest of a plaintext format"
+                )));
+            }
+            Ok(m)
+        } else {
+            let m = Manifest::decode(backup_id, stored)?;
+            if m.header.format >= SEALED_FORMAT {
+                return Err(EngineError::Corrupt(format!(
+                    "manifest {backup_id}: an encrypted backup's manifest stored unsealed"
+                )));
+            }
+            Ok(m)
+        }
+    }
+
+    /// A manifest's bytes to store, sealed in an encrypted repository.
+    pub(crate) async fn encode_manifest(&self, manifest: Manifest) -> Result<Vec<u8>, EngineError> {
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || {
+            let id = manifest.header.backup_id.clone();
+            let encoded = manifest.encode()?;
+            Ok(match keys {
+                Some(k) => k.seal_manifest(&id, encoded),
+                None => encoded,
+            })
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("manifest encoder: {e}")))?
     }
 
     /// Reads and checks one backup's manifest.
@@ -196,7 +340,8 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let id = backup_id.to_owned();
-        tokio::task::spawn_blocking(move || Manifest::decode(&id, &stored))
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || Self::decode_manifest(keys.as_deref(), &id, &stored))
             .await
             .map_err(|e| EngineError::Invalid(format!("manifest decoder: {e}")))?
     }
@@ -227,9 +372,7 @@ impl Engine {
         }
         let mut manifest = self.manifest(from).await?;
         to.clone_into(&mut manifest.header.backup_id);
-        let encoded = tokio::task::spawn_blocking(move || manifest.encode())
-            .await
-            .map_err(|e| EngineError::Invalid(format!("manifest encoder: {e}")))??;
+        let encoded = self.encode_manifest(manifest).await?;
         self.store
             .put(&manifest_key(to), bytes::Bytes::from(encoded))
             .await?;

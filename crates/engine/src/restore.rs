@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::format::{BLOCK, FRAME_BLOCKS, FRAME_ZSTD, FrameRef, Manifest, PACK_TARGET, pack_key};
-use crate::{Engine, EngineError, Progress, check_cancel};
+use crate::{DataKeys, Engine, EngineError, Progress, check_cancel};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -219,8 +219,28 @@ impl Engine {
         };
 
         let threads = self.options.threads.max(1);
+        let keys = if manifest.header.format >= crate::SEALED_FORMAT {
+            let Some(k) = self.keys() else {
+                fetcher.abort();
+                return Err(EngineError::Key(format!(
+                    "backup {} is encrypted and the repository's keys are not open",
+                    manifest.header.backup_id
+                )));
+            };
+            Some(k.clone())
+        } else {
+            None
+        };
         let decoded = tokio::task::spawn_blocking(move || {
-            decode_all(&manifest, file.as_deref(), threads, rx, &progress, &cancel)
+            decode_all(
+                &manifest,
+                keys.as_deref(),
+                file.as_deref(),
+                threads,
+                rx,
+                &progress,
+                &cancel,
+            )
         })
         .await;
         fetcher.abort();
@@ -231,6 +251,7 @@ impl Engine {
 /// The CPU side of [`Engine::read_frames`], on plain threads.
 fn decode_all(
     manifest: &Manifest,
+    keys: Option<&DataKeys>,
     file: Option<&File>,
     threads: usize,
     mut rx: mpsc::Receiver<Result<Fetched, EngineError>>,
@@ -255,7 +276,7 @@ fn decode_all(
                         Some(file) => Sink::File { file, size },
                         None => Sink::Check,
                     };
-                    if let Err(e) = decode_loop(&rx, m, &sink, report, written, progress)
+                    if let Err(e) = decode_loop(&rx, m, keys, &sink, report, written, progress)
                         && let Ok(mut slot) = first_error.lock()
                         && slot.is_none()
                     {
@@ -361,6 +382,7 @@ fn plan(m: &Manifest) -> Vec<(String, u64, u64, Vec<FrameWork>)> {
 fn decode_loop(
     rx: &Receiver<Fetched>,
     m: &Manifest,
+    keys: Option<&DataKeys>,
     sink: &Sink<'_>,
     report: &Mutex<VerifyReport>,
     written: &AtomicU64,
@@ -369,6 +391,7 @@ fn decode_loop(
     let mut z =
         zstd::bulk::Decompressor::new().map_err(|e| EngineError::Invalid(format!("zstd: {e}")))?;
     let mut raw = Vec::new();
+    let mut opened = Vec::new();
     let mut seen: Vec<bool> = Vec::new();
     for f in rx {
         for w in &f.frames {
@@ -378,7 +401,26 @@ fn decode_loop(
             );
             let damage =
                 |what: String| format!("pack {} frame at {}: {what}", f.pack, w.frame.offset);
-            let stored = f.bytes.get(start..end);
+            let mut stored = f.bytes.get(start..end);
+            // A sealed frame opens under its pack's key at its offset, or is damaged.
+            if let (Some(keys), Some(s)) = (keys, stored) {
+                opened.clear();
+                opened.extend_from_slice(s);
+                let open = keys.pack_key(&f.pack).ok().and_then(|k| {
+                    k.open(w.frame.offset, w.frame.raw_len, w.frame.flags, &mut opened)
+                });
+                let Some(n) = open else {
+                    let what = damage("fails authentication (altered, or another key)".into());
+                    match sink {
+                        Sink::File { .. } => return Err(EngineError::Corrupt(what)),
+                        Sink::Check => {
+                            note(report, w.targets.len() as u64, what);
+                            continue;
+                        }
+                    }
+                };
+                stored = Some(&opened[..n]);
+            }
             let decoded: Result<&[u8], String> = match stored {
                 None => Err("pack is shorter than the manifest says".into()),
                 Some(s) if w.frame.flags & FRAME_ZSTD != 0 => {
@@ -418,7 +460,11 @@ fn decode_loop(
                 }
                 let b = &data[slot as usize * BLOCK..(slot as usize + 1) * BLOCK];
                 checked += 1;
-                if blake3::hash(b).as_bytes() != &m.hashes[w.hash_base + slot as usize] {
+                let id = match keys {
+                    Some(k) => k.block_id(b),
+                    None => *blake3::hash(b).as_bytes(),
+                };
+                if id != m.hashes[w.hash_base + slot as usize] {
                     bad += 1;
                     first_bad.get_or_insert(block);
                 }

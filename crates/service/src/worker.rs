@@ -49,7 +49,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(30),
             max_attempts: 3,
             lock_poll: Duration::from_millis(250),
-            repository_scan: Duration::from_secs(300),
+            repository_scan: Duration::from_mins(5),
         }
     }
 }

@@ -102,6 +102,16 @@ pub struct Config {
     /// `AWS_*`). Never serialized, never logged.
     #[serde(skip_serializing)]
     pub repository_credentials: Option<vbs_repository::Credentials>,
+    /// Whether a new repository is encrypted (the default). `false` is the named
+    /// opt-out: a new repository stays plaintext. An encrypted one always needs its key.
+    pub encryption: bool,
+    /// The repository's master key file: 64 hex digits (default: `repository.key` in
+    /// the data directory, created with mode 0600 for a new repository).
+    pub repository_key_file: Option<PathBuf>,
+    /// The master key itself, for a cluster (`VBS_REPOSITORY_KEY`); wins over the file.
+    /// Never serialized, never logged.
+    #[serde(skip_serializing)]
+    pub repository_key: Option<vbs_api::keystone::Secret>,
     /// What this node does: `api`, `worker`, `scheduler`, comma-separated (default all
     /// three). Any number of nodes share one `PostgreSQL` catalog and one repository.
     pub role: String,
@@ -243,6 +253,9 @@ impl Default for Config {
             metrics_listen: None,
             repository: None,
             repository_credentials: None,
+            encryption: true,
+            repository_key_file: None,
+            repository_key: None,
             role: "api,worker,scheduler".into(),
             node_name: None,
             backup_workers: 2,
@@ -290,6 +303,9 @@ const ENV_KEYS: &[&str] = &[
     "metrics_listen",
     "repository",
     "repository_credentials",
+    "encryption",
+    "repository_key_file",
+    "repository_key",
     "role",
     "node_name",
     "backup_workers",
@@ -406,6 +422,131 @@ impl Config {
         Ok(store)
     }
 
+    /// The master key file this node reads (and creates for a new repository).
+    pub fn key_file(&self) -> PathBuf {
+        self.repository_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("repository.key"))
+    }
+
+    /// How the repository in `store` opens: with the configured master key (from
+    /// `VBS_REPOSITORY_KEY` or the key file), or plaintext. `create`: a new, empty
+    /// repository gets a new key file unless encryption is off (the service; tools
+    /// that only read never create one).
+    pub async fn encryption(
+        &self,
+        store: &vbs_repository::Store,
+        create: bool,
+    ) -> anyhow::Result<vbs_engine::Encryption> {
+        use vbs_engine::{Encryption, MasterKey};
+        if let Some(hex) = &self.repository_key {
+            let key = MasterKey::from_hex(&hex.0)
+                .map_err(|e| anyhow::anyhow!("repository_key (VBS_REPOSITORY_KEY): {e}"))?;
+            return Ok(Encryption::Key(key));
+        }
+        let path = self.key_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                if let Ok(meta) = std::fs::metadata(&path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(file = %path.display(), "the repository key file is readable by others than its owner (chmod 600)");
+                }
+                let key = MasterKey::from_hex(&text)
+                    .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
+                Ok(Encryption::Key(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let location = store.location();
+                let encrypted = store
+                    .exists(vbs_engine::crypt::KEYS_KEY)
+                    .await
+                    .with_context(|| format!("reading repository {location}"))?;
+                if encrypted {
+                    bail!(
+                        "repository {location} is encrypted and its master key is missing: \
+                         no key file {} and no VBS_REPOSITORY_KEY",
+                        path.display()
+                    );
+                }
+                let empty = store.list("manifests/").await?.is_empty()
+                    && store.list("packs/").await?.is_empty();
+                if !(create && self.encryption && empty) {
+                    return Ok(Encryption::Off);
+                }
+                let key = MasterKey::generate();
+                write_key_file(&path, &key)?;
+                tracing::warn!(
+                    file = %path.display(),
+                    fingerprint = %key.fingerprint(),
+                    repository = %location,
+                    "created the repository's master key: back this file up, apart from the \
+                     repository; without it no backup can be read"
+                );
+                Ok(Encryption::Key(key))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading key file {}", path.display())),
+        }
+    }
+
+    /// The engine over the configured repository, its keys opened (see
+    /// [`Self::encryption`]). With `creator`, a new repository may get its keys here:
+    /// under the catalog's exclusive repository lock, so that nodes starting together
+    /// on a new shared repository agree on one set of keys (the first writes them, the
+    /// others find them).
+    pub async fn open_engine(
+        &self,
+        options: Option<vbs_engine::EngineOptions>,
+        creator: Option<&vbs_catalog::Catalog>,
+    ) -> anyhow::Result<vbs_engine::Engine> {
+        let store = self.open_repository().await?;
+        let options = options.unwrap_or_else(|| vbs_engine::EngineOptions::for_store(&store));
+        let has_keys = store
+            .exists(vbs_engine::crypt::KEYS_KEY)
+            .await
+            .with_context(|| format!("reading repository {}", store.location()))?;
+        // Keys are only ever made for a repository with no data (a plaintext one stays
+        // as it is), so only then is the lock worth waiting for.
+        let may_create = !has_keys
+            && self.encryption
+            && store.list("manifests/").await?.is_empty()
+            && store.list("packs/").await?.is_empty();
+        let lock = match creator {
+            Some(catalog) if may_create => {
+                let holder = format!("keys/{}", uuid::Uuid::new_v4().simple());
+                let lease =
+                    i64::try_from(self.job_lease_secs.max(1) * 1_000_000).unwrap_or(i64::MAX);
+                while !catalog
+                    .lock_repository(&holder, vbs_catalog::LockMode::Exclusive, lease)
+                    .await?
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Some((catalog, holder))
+            }
+            _ => None,
+        };
+        let opened = async {
+            let encryption = self.encryption(&store, lock.is_some()).await?;
+            let engine = vbs_engine::Engine::open(store, options, &encryption).await?;
+            anyhow::Ok((encryption, engine))
+        }
+        .await;
+        if let Some((catalog, holder)) = &lock
+            && let Err(e) = catalog.unlock_repository(holder).await
+        {
+            tracing::warn!(error = %e, "releasing the repository lock failed; it expires with its lease");
+        }
+        let (encryption, engine) = opened?;
+        if let vbs_engine::Encryption::Key(k) = &encryption
+            && engine.is_encrypted()
+        {
+            tracing::info!(key = %k.fingerprint(), "repository encrypted; keep a copy of its master key apart from it");
+        }
+        Ok(engine)
+    }
+
     pub fn catalog_options(&self) -> vbs_catalog::CatalogOptions {
         let mut o = match &self.catalog {
             Some(url) => vbs_catalog::CatalogOptions {
@@ -417,4 +558,22 @@ impl Config {
         o.max_connections = self.catalog_max_connections;
         o
     }
+}
+
+/// Writes a new key file: created, never overwritten, mode 0600, synced.
+pub fn write_key_file(path: &Path, key: &vbs_engine::MasterKey) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    writeln!(f, "{}", key.to_hex())?;
+    f.sync_all()?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `vbs admin engine …`: the backup engine on its own, without the catalog or the API,
 //! for benchmarks (bench/engine) and for operators inspecting a repository. Every
-//! command prints one JSON object on stdout.
+//! command prints one JSON object on stdout. An encrypted repository opens with the
+//! master key in `VBS_REPOSITORY_KEY` (64 hex digits); with that set, a new repository
+//! is encrypted, without it plaintext.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,7 +60,16 @@ pub enum EngineCommand {
     },
 }
 
-async fn engine(repository: &str, creds: &Credentials) -> anyhow::Result<Engine> {
+/// Where the engine's master key comes from.
+pub enum Keys<'a> {
+    /// The service's configuration (its key file or `VBS_REPOSITORY_KEY`); never
+    /// creates keys.
+    Config(&'a crate::config::Config),
+    /// `VBS_REPOSITORY_KEY`, or none: plaintext.
+    Env,
+}
+
+async fn engine(repository: &str, creds: &Credentials, keys: &Keys<'_>) -> anyhow::Result<Engine> {
     let store = Store::open(repository, creds).await.with_context(|| {
         format!(
             "opening repository {}",
@@ -66,7 +77,17 @@ async fn engine(repository: &str, creds: &Credentials) -> anyhow::Result<Engine>
         )
     })?;
     let options = EngineOptions::for_store(&store);
-    Ok(Engine::new(store, options))
+    let encryption = match keys {
+        Keys::Config(config) => config.encryption(&store, false).await?,
+        Keys::Env => match std::env::var("VBS_REPOSITORY_KEY") {
+            Ok(hex) => vbs_engine::Encryption::Key(
+                vbs_engine::MasterKey::from_hex(&hex)
+                    .map_err(|e| anyhow::anyhow!("VBS_REPOSITORY_KEY: {e}"))?,
+            ),
+            Err(_) => vbs_engine::Encryption::Off,
+        },
+    };
+    Ok(Engine::open(store, options, &encryption).await?)
 }
 
 fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -76,7 +97,7 @@ fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Runs one command; credentials for a network repository come from `creds`, then the
 /// environment.
-pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<()> {
+pub async fn run(command: EngineCommand, creds: Credentials, keys: Keys<'_>) -> anyhow::Result<()> {
     let creds = creds.with_env();
     match command {
         EngineCommand::Backup {
@@ -87,7 +108,7 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
         } => {
             let progress = Arc::new(Progress::default());
             let shown = crate::progress::bytes("backup", progress.clone());
-            let result = engine(&repository, &creds)
+            let result = engine(&repository, &creds, &keys)
                 .await?
                 .backup(BackupOptions {
                     backup_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -107,7 +128,7 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
         } => {
             let progress = Arc::new(Progress::default());
             let shown = crate::progress::bytes("restore", progress.clone());
-            let result = engine(&repository, &creds)
+            let result = engine(&repository, &creds, &keys)
                 .await?
                 .restore(RestoreOptions {
                     backup_id: backup,
@@ -123,7 +144,7 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
             repository,
             mut backups,
         } => {
-            let engine = engine(&repository, &creds).await?;
+            let engine = engine(&repository, &creds, &keys).await?;
             if backups.is_empty() {
                 backups = engine.backups().await?;
                 backups.sort();
@@ -160,14 +181,14 @@ pub async fn run(command: EngineCommand, creds: Credentials) -> anyhow::Result<(
             }
         }
         EngineCommand::Delete { repository, backup } => {
-            engine(&repository, &creds)
+            engine(&repository, &creds, &keys)
                 .await?
                 .delete_backup(&backup)
                 .await?;
             print(&serde_json::json!({"deleted": backup}))
         }
         EngineCommand::Gc { repository } => {
-            let engine = engine(&repository, &creds).await?;
+            let engine = engine(&repository, &creds, &keys).await?;
             let shown = crate::progress::spinner("gc");
             let result = engine.gc().await;
             shown.finish(if result.is_ok() { "swept" } else { "failed" });

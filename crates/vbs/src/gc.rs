@@ -14,10 +14,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let catalog = Catalog::open(&config.catalog_options())
         .await
         .context("opening the catalog")?;
-    let engine = vbs_engine::Engine::new(
-        config.open_repository().await?,
-        vbs_engine::EngineOptions::default(),
-    );
+    let engine = config
+        .open_engine(Some(vbs_engine::EngineOptions::default()), None)
+        .await?;
     let lease = Duration::from_secs(config.job_lease_secs.max(1));
     let lease_micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     let holder = format!("admin-gc/{}", uuid::Uuid::new_v4().simple());

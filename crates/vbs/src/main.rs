@@ -113,6 +113,19 @@ enum AdminCommand {
         #[arg(long)]
         catalog: Option<String>,
     },
+    /// Rewrap the repository's data keys under a new master key (no data is
+    /// rewritten). Afterwards every node must be given the new key (its key file or
+    /// `VBS_REPOSITORY_KEY`); running nodes go on with the keys they hold.
+    RotateKey {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The new master key: a file of 64 hex digits.
+        #[arg(long)]
+        new_key_file: PathBuf,
+        /// Create `NEW_KEY_FILE` with a new random key (mode 0600) first.
+        #[arg(long)]
+        generate: bool,
+    },
     /// Live nodes, the work queue and running jobs, as the catalog says.
     Status {
         #[arg(long)]
@@ -255,6 +268,7 @@ fn main() -> anyhow::Result<()> {
                     backups,
                 },
                 config.repository_credentials.clone().unwrap_or_default(),
+                engine_cli::Keys::Config(&config),
             ))
         }
         Command::Admin {
@@ -313,6 +327,22 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(gc::run(&config))
         }
         Command::Admin {
+            command:
+                AdminCommand::RotateKey {
+                    data_dir,
+                    new_key_file,
+                    generate,
+                },
+        } => {
+            let flags = Flags {
+                data_dir,
+                ..Flags::default()
+            };
+            let config = Config::load(cli.config.as_deref(), &flags)?;
+            init_logging(&config);
+            runtime.block_on(rotate_key(&config, &new_key_file, generate))
+        }
+        Command::Admin {
             command: AdminCommand::Engine { command },
         } => {
             let filter =
@@ -324,9 +354,46 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(engine_cli::run(
                 command,
                 vbs_repository::Credentials::default(),
+                engine_cli::Keys::Env,
             ))
         }
     }
+}
+
+async fn rotate_key(config: &Config, file: &std::path::Path, generate: bool) -> anyhow::Result<()> {
+    let new = if generate {
+        let key = vbs_engine::MasterKey::generate();
+        config::write_key_file(file, &key)?;
+        key
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading key file {}", file.display()))?;
+        vbs_engine::MasterKey::from_hex(&text)
+            .map_err(|e| anyhow::anyhow!("key file {}: {e}", file.display()))?
+    };
+    let engine = config
+        .open_engine(Some(vbs_engine::EngineOptions::default()), None)
+        .await?;
+    let location = engine.store().location();
+    if !engine.is_encrypted() {
+        anyhow::bail!("repository {location} is not encrypted: it has no keys to rewrap");
+    }
+    engine.rotate_master_key(&new).await?;
+    // Read back: the repository now opens with the new key.
+    vbs_engine::Engine::open(
+        engine.store().clone(),
+        vbs_engine::EngineOptions::default(),
+        &vbs_engine::Encryption::Key(new.clone()),
+    )
+    .await?;
+    println!(
+        "repository {location}: keys rewrapped under the master key {} ({}); give every node \
+         that key (repository_key_file or VBS_REPOSITORY_KEY) and keep a copy of it apart \
+         from the repository",
+        new.fingerprint(),
+        file.display()
+    );
+    Ok(())
 }
 
 async fn import_backups(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {

@@ -90,9 +90,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     if works {
         // The repository: only workers touch backup bytes.
-        let store = config.open_repository().await?;
-        let options = vbs_engine::EngineOptions::for_store(&store);
-        let engine = vbs_engine::Engine::new(store, options);
+        let engine = config.open_engine(None, Some(&catalog)).await?;
         let worker = BackupWorker::new(
             lifecycle.clone(),
             engine,

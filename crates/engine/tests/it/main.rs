@@ -6,3 +6,4 @@
 
 mod image;
 mod roundtrip;
+mod sealed;

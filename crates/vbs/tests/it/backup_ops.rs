@@ -608,14 +608,15 @@ async fn export_import(b: Backend) {
     let bk = admin.wait_backup(unknown, "error").await;
     assert!(bk["fail_reason"].is_string(), "{bk}");
 
-    // The catalog lost, the repository kept: a new service over the same repository
-    // imports the record, checks the data, and restores the same bytes.
+    // The catalog lost, the repository and its key kept: a new service over the same
+    // repository imports the record, checks the data, and restores the same bytes.
     let config = s.dir().join("other.toml");
     std::fs::write(
         &config,
         format!(
-            "repository = \"{}\"\n",
-            s.dir().join("repository").display()
+            "repository = \"{}\"\nrepository_key_file = \"{}\"\n",
+            s.dir().join("repository").display(),
+            s.dir().join("repository.key").display()
         ),
     )
     .unwrap();

@@ -9,6 +9,7 @@ mod cloudbackups;
 mod cluster;
 mod crash;
 mod detail;
+mod encryption;
 mod list;
 mod metrics;
 mod nodes;

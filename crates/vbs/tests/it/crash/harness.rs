@@ -173,10 +173,14 @@ impl Crash {
             // Named none, it would verify every stored backup: not what is asked here.
             return;
         }
+        // The repository is encrypted (the default): the engine tool takes its key
+        // from the environment.
+        let key = std::fs::read_to_string(self.s.dir().join("repository.key")).unwrap();
         let out = vbs()
             .args(["admin", "engine", "verify", "--repository"])
             .arg(self.s.dir().join("repository"))
             .args(available)
+            .env("VBS_REPOSITORY_KEY", key.trim())
             .output()
             .unwrap();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
