@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, bounded};
 use rustix::fs::FallocateFlags;
 use rustix::io::Errno;
@@ -108,7 +108,13 @@ impl Engine {
                 opts.cancel.clone(),
             )
             .await;
-        let (fetched, written, _) = result?;
+        // Damage names the backup it was found in, as well as the pack and frame.
+        let (fetched, written, _) = result.map_err(|e| match e {
+            EngineError::Corrupt(what) => {
+                EngineError::Corrupt(format!("backup {}: {what}", opts.backup_id))
+            }
+            other => other,
+        })?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| EngineError::Invalid(format!("restore: {e}")))?
@@ -391,24 +397,40 @@ fn decode_loop(
     let mut z =
         zstd::bulk::Decompressor::new().map_err(|e| EngineError::Invalid(format!("zstd: {e}")))?;
     let mut raw = Vec::new();
-    let mut opened = Vec::new();
     let mut seen: Vec<bool> = Vec::new();
     for f in rx {
-        for w in &f.frames {
+        let Fetched {
+            pack,
+            base,
+            bytes,
+            frames,
+            _budget: budget,
+        } = f;
+        // Sealed frames open in place: the fetched buffer is this thread's alone (a
+        // copy only if something else still holds it).
+        let (plain, mut sealed) = match keys {
+            Some(k) => {
+                let buf = bytes
+                    .try_into_mut()
+                    .unwrap_or_else(|b| BytesMut::from(&b[..]));
+                (None, Some((k.pack_key(&pack).ok(), buf)))
+            }
+            None => (Some(bytes), None),
+        };
+        for w in &frames {
             let (start, end) = (
-                (w.frame.offset - f.base) as usize,
-                (w.frame.offset - f.base) as usize + w.frame.len as usize,
+                (w.frame.offset - base) as usize,
+                (w.frame.offset - base) as usize + w.frame.len as usize,
             );
-            let damage =
-                |what: String| format!("pack {} frame at {}: {what}", f.pack, w.frame.offset);
-            let mut stored = f.bytes.get(start..end);
+            let damage = |what: String| format!("pack {pack} frame at {}: {what}", w.frame.offset);
+            let mut stored = plain.as_ref().and_then(|b| b.get(start..end));
             // A sealed frame opens under its pack's key at its offset, or is damaged.
-            if let (Some(keys), Some(s)) = (keys, stored) {
-                opened.clear();
-                opened.extend_from_slice(s);
-                let open = keys.pack_key(&f.pack).ok().and_then(|k| {
-                    k.open(w.frame.offset, w.frame.raw_len, w.frame.flags, &mut opened)
-                });
+            if let Some((key, buf)) = &mut sealed
+                && let Some(s) = buf.get_mut(start..end)
+            {
+                let open = key
+                    .as_ref()
+                    .and_then(|k| k.open(w.frame.offset, w.frame.raw_len, w.frame.flags, s));
                 let Some(n) = open else {
                     let what = damage("fails authentication (altered, or another key)".into());
                     match sink {
@@ -419,7 +441,7 @@ fn decode_loop(
                         }
                     }
                 };
-                stored = Some(&opened[..n]);
+                stored = Some(&s[..n]);
             }
             let decoded: Result<&[u8], String> = match stored {
                 None => Err("pack is shorter than the manifest says".into()),
@@ -487,6 +509,7 @@ fn decode_loop(
             }
             progress.add_done(w.targets.len() as u64 * BLOCK as u64);
         }
+        drop(budget);
     }
     Ok(())
 }

@@ -216,7 +216,10 @@ async fn altered_packs_and_manifests_fail_authentication() {
     f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
     let err = restore(&e, "good", &repo.path("out")).await.unwrap_err();
     assert!(matches!(err, EngineError::Corrupt(_)), "{err:?}");
-    assert!(err.to_string().contains("authentication"), "{err}");
+    assert!(
+        err.to_string().contains("authentication") && err.to_string().contains("backup good"),
+        "{err}"
+    );
     let report = e.verify("good").await.unwrap();
     assert!(
         !report.is_intact() && report.damage[0].contains("authentication"),

@@ -257,13 +257,138 @@ async fn encrypted_by_default_on_s3() {
 }
 
 #[tokio::test]
-async fn the_named_opt_out_stores_plaintext() {
-    let s = serve("encryption = false\n");
-    let (data, _, _) = random_backup(&s, 22).await;
+async fn the_named_opt_out_stores_plaintext_and_stays_so_after_the_upgrade() {
+    let mut s = serve("encryption = false\n");
+    let (data, _, bid) = random_backup(&s, 22).await;
     let objects = Repo::local().objects(&s).await;
     assert_eq!(slices_found(&objects, &data), data.len() / 4096);
     assert!(!s.dir().join("repository.key").exists());
     assert!(!s.dir().join("repository/keys.json").exists());
+    // Started again with encryption on (the default, as after an upgrade from a version
+    // without it): the plaintext repository keeps working as it is.
+    s.kill();
+    std::fs::write(s.config_file().unwrap(), "encryption = true\n").unwrap();
+    s.restart();
+    let restored = restore(&s, &bid).await;
+    let mut back = vec![0u8; data.len()];
+    std::fs::File::open(&restored)
+        .unwrap()
+        .read_exact_at(&mut back, 0)
+        .unwrap();
+    assert!(back == data);
+    assert!(!s.dir().join("repository.key").exists());
+    assert!(!s.dir().join("repository/keys.json").exists());
+}
+
+/// The engine's keys on Swift and on S3: a wrong key and no key are refused naming the
+/// repository, an altered pack fails authentication, and a rotated key reads the old
+/// backup and writes a new one.
+async fn keys_on(repo: Repo) {
+    use vbs_engine::{BackupOptions, Encryption, Engine, EngineOptions, MasterKey, RestoreOptions};
+    let url = repo.url.clone().unwrap();
+    let store = || async { Store::open(&url, &repo.creds).await.unwrap() };
+    let (k1, k2) = (MasterKey::generate(), MasterKey::generate());
+    let e = Engine::open(
+        store().await,
+        EngineOptions::default(),
+        &Encryption::Key(k1.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(e.is_encrypted());
+    let dir = tempfile_dir();
+    let src = dir.join("vol.img");
+    std::fs::File::create(&src)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    image::fill(&src, 0, 16, 31);
+    let run = |e: Engine, id: &'static str, parent: Option<&'static str>| {
+        let src = src.clone();
+        async move {
+            e.backup(BackupOptions {
+                backup_id: id.into(),
+                source: src,
+                parent: parent.map(Into::into),
+                progress: std::sync::Arc::default(),
+                cancel: std::sync::Arc::default(),
+            })
+            .await
+            .unwrap();
+        }
+    };
+    run(e.clone(), "old", None).await;
+    let location = e.store().location();
+    for wrong in [Encryption::Key(k2.clone()), Encryption::Off] {
+        let err = Engine::open(store().await, EngineOptions::default(), &wrong)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, vbs_engine::EngineError::Key(_)) && err.to_string().contains(&location),
+            "{err}"
+        );
+    }
+    e.rotate_master_key(&k2).await.unwrap();
+    assert!(
+        Engine::open(
+            store().await,
+            EngineOptions::default(),
+            &Encryption::Key(k1)
+        )
+        .await
+        .is_err()
+    );
+    let e2 = Engine::open(
+        store().await,
+        EngineOptions::default(),
+        &Encryption::Key(k2),
+    )
+    .await
+    .unwrap();
+    image::mutate(&src, 16 * MIB, 40, 32);
+    run(e2.clone(), "new", Some("old")).await;
+    for id in ["old", "new"] {
+        let target = dir.join(format!("{id}.out"));
+        e2.restore(RestoreOptions {
+            backup_id: id.into(),
+            target: target.clone(),
+            progress: std::sync::Arc::default(),
+            cancel: std::sync::Arc::default(),
+        })
+        .await
+        .unwrap();
+        assert!(e2.verify(id).await.unwrap().is_intact());
+    }
+    image::assert_same(&dir.join("new.out"), &src, 16 * MIB);
+    // One bit of every pack, written back through the store: authentication fails.
+    let s = store().await;
+    for o in s.list("packs/").await.unwrap() {
+        let mut bytes = s.get(&o.key).await.unwrap().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        s.put(&o.key, bytes.into()).await.unwrap();
+    }
+    let report = e2.verify("old").await.unwrap();
+    assert!(
+        !report.is_intact() && report.damage.iter().any(|d| d.contains("authentication")),
+        "{report:?}"
+    );
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vbs-keys-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn keys_on_swift() {
+    keys_on(Repo::remote(false).await).await;
+}
+
+#[tokio::test]
+async fn keys_on_s3() {
+    keys_on(Repo::remote(true).await).await;
 }
 
 fn start_fails(dir: &Path, config: &str) -> String {

@@ -325,6 +325,12 @@ impl Server {
         (child, base)
     }
 
+    /// The configuration file it was started with (`--config`), if any.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let i = self.extra_args.iter().position(|a| a == "--config")?;
+        self.extra_args.get(i + 1).map(PathBuf::from)
+    }
+
     /// Reads the `listening on ADDR` line of a freshly started server.
     fn read_address(&mut self) {
         self.base = listening_at(&self.dir, &mut self.child);
