@@ -111,17 +111,17 @@ def test_dashboard_in_chromium(server, browser):
     assert not browser.find_element(By.ID, "app").is_displayed()
     shot(browser, "1-bad-token")
 
-    # A volume with 1 GiB of random data, made through the API.
+    # A volume with 2 GiB of random data (a backup of a few seconds), made through the API.
     api = requests.Session()
     api.headers.update({"X-Auth-Token": user})
     made = api.post(f"{base}/v3/{project}/volumes",
-                    json={"volume": {"size": 1, "name": "web-data"}}, timeout=30)
+                    json={"volume": {"size": 2, "name": "web-data"}}, timeout=30)
     assert made.status_code == 202, made.text
     vol = made.json()["volume"]["id"]
     image = data / "volumes" / f"{vol}.img"
     rng = random.Random(14)
     with open(image, "r+b") as f:
-        for _ in range(GIB // (64 << 20)):
+        for _ in range(2 * GIB // (64 << 20)):
             f.write(rng.randbytes(64 << 20))
 
     # A daily policy at 03:00 UTC, on: the page shows when it runs next.
@@ -157,9 +157,10 @@ def test_dashboard_in_chromium(server, browser):
         return status == "available"
 
     wait("the backup to finish", progress_or_done, timeout=300, every=0.05)
+    print(f"backup progress seen in the page: {seen}")
     assert len(seen) >= 2 and seen == sorted(seen), f"progress seen: {seen}"
     assert cell_text(browser, "backups", backup, 0) == "F"
-    assert cell_text(browser, "backups", backup, 4).endswith("GiB")  # stored ~1 GiB
+    assert cell_text(browser, "backups", backup, 4).endswith("GiB")  # stored ~2 GiB
     shot(browser, "4-backup-done")
 
     # Restore it from the page: a new volume with the same bytes.

@@ -5,6 +5,9 @@
 
 const $ = (selector) => document.querySelector(selector);
 const REFRESH_MS = 1500;
+// While a backup or restore runs, its progress is read this often.
+const BUSY_REFRESH_MS = 500;
+let busy = false;
 let session = null; // {token, project}
 let timer = null;
 
@@ -163,6 +166,7 @@ async function renderBackups(volumes, backups) {
     (a, b) => a.volume_id.localeCompare(b.volume_id) || a.created_at.localeCompare(b.created_at),
   );
   const progress = await Promise.all(sorted.map(progressOf));
+  busy = sorted.some((b) => b.status === "creating" || b.status === "restoring");
   let stored = 0;
   let read = 0;
   const rows = sorted.map((b, i) => {
@@ -319,7 +323,7 @@ function schedule() {
       }
     }
     schedule();
-  }, REFRESH_MS);
+  }, busy ? BUSY_REFRESH_MS : REFRESH_MS);
 }
 
 function signOut(message) {
