@@ -90,6 +90,13 @@ impl Cluster {
     /// repository comes from `--repository` (the credentials from its file); the
     /// file names another, which the flag overrides.
     fn start_worker(&mut self, name: &str) {
+        let (cmd, log, ready) = self.worker_command(name);
+        let child = spawn_node(cmd, &log, &ready);
+        self.workers.insert(name.to_owned(), child);
+    }
+
+    /// What starts worker `name`: its command, log file and ready line.
+    fn worker_command(&self, name: &str) -> (std::process::Command, PathBuf, String) {
         let config = Self::config(&self.config_dir, "/nonexistent/not-this-one", name, 2);
         let mut cmd = vbs();
         cmd.args(["serve", "--role", "worker", "--data-dir"])
@@ -102,12 +109,11 @@ impl Cluster {
             ])
             .arg("--config")
             .arg(&config);
-        let child = spawn_node(
+        (
             cmd,
-            &self.config_dir.join(format!("{name}.log")),
-            &format!("node {name} ready (worker)"),
-        );
-        self.workers.insert(name.to_owned(), child);
+            self.config_dir.join(format!("{name}.log")),
+            format!("node {name} ready (worker)"),
+        )
     }
 
     fn kill(&mut self, name: &str) {
@@ -316,6 +322,63 @@ fn remove_container(repository: &str) {
 /// turn `available` and restore byte for byte, each job run once by one node. Then a
 /// worker killed in the middle of 5 backups: every one ends `available` (taken over)
 /// or `error` with a reason, and a restore afterwards succeeds.
+/// Two workers started at the same moment on a new, empty shared repository: one
+/// makes its keys (under the catalog's repository lock), the other finds them, so both
+/// seal with the same keys and read each other's backups.
+#[tokio::test]
+async fn workers_starting_together_on_a_new_repository_agree_on_its_keys() {
+    let mut c = Cluster::start(&[]);
+    let starting: Vec<_> = ["k1", "k2"]
+        .into_iter()
+        .map(|name| {
+            let (cmd, log, ready) = c.worker_command(name);
+            (
+                name,
+                std::thread::spawn(move || spawn_node(cmd, &log, &ready)),
+            )
+        })
+        .collect();
+    for (name, t) in starting {
+        c.workers.insert(name.to_owned(), t.join().unwrap());
+    }
+    let store = vbs_repository::Store::open(
+        &c.repository,
+        &vbs_repository::Credentials {
+            user: Some("test:tester".into()),
+            key: Some("testing".into()),
+            ..vbs_repository::Credentials::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        store.exists("keys.json").await.unwrap(),
+        "the repository is encrypted"
+    );
+    let mut volumes = Vec::new();
+    for i in 0..6 {
+        let v = c.volume(&format!("key-{i}")).await;
+        image::random(&c.volume_file(&v), 0, 8 * MIB, 700 + i);
+        volumes.push(v);
+    }
+    let ids: Vec<String> =
+        futures_join(volumes.iter().map(|v| c.backup(json!({"volume_id": v})))).await;
+    for id in &ids {
+        c.wait("backups", "backup", id, "available").await;
+    }
+    // Written by both workers, each backup restores on whichever worker claims it.
+    let writers: BTreeSet<String> = c
+        .sql("SELECT DISTINCT split_part(worker, '/', 1) FROM jobs WHERE kind = 'backup'")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let restored = c.restore(id).await;
+        assert_same(&restored, &c.volume_file(&volumes[i]), GIB);
+    }
+    eprintln!("backups written by {writers:?}");
+}
+
 #[tokio::test]
 async fn two_workers_share_the_work_and_take_over_a_dead_one() {
     let mut c = Cluster::start(&["w1", "w2"]);
