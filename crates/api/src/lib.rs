@@ -253,7 +253,9 @@ pub fn router(state: AppState) -> Router {
             )
             .route(
                 &format!("{prefix}/snapshots/{{snapshot_id}}"),
-                get(snapshots::show_snapshot).delete(snapshots::delete_snapshot),
+                get(snapshots::show_snapshot)
+                    .put(snapshots::update_snapshot)
+                    .delete(snapshots::delete_snapshot),
             );
     }
     r = quota_sets::routes(r);

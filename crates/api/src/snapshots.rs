@@ -1,4 +1,4 @@
-//! `…/snapshots`: list, detail, show, create and delete, with Cinder's snapshot views
+//! `…/snapshots`: list, detail, show, create, update and delete, with Cinder's snapshot views
 //! (`cinder/api/v3/views/snapshots.py` plus the `os-extended-snapshot-attributes`
 //! extension on show and detail).
 
@@ -71,6 +71,21 @@ pub async fn show_snapshot(
         .await?;
     Ok(json_response(&OneSnapshot {
         snapshot: SnapshotView::new(&call, &s, View::Full),
+    }))
+}
+
+/// `PUT …/snapshots/{snapshot_id}` → 200 with the snapshot's detail view.
+pub async fn update_snapshot(
+    State(state): State<AppState>,
+    call: Call,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let s = state
+        .volumes
+        .update_snapshot(&call.ctx, call.path_param("snapshot_id"), &body)
+        .await?;
+    Ok(json_response(&OneSnapshot {
+        snapshot: SnapshotView::new(&call, &s, View::Detail),
     }))
 }
 

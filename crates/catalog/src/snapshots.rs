@@ -243,6 +243,32 @@ impl Catalog {
         Ok(self.execute(sql).await? == 1)
     }
 
+    /// Renames or redescribes a live snapshot (`None`: unchanged; `Some(None)`: null).
+    pub async fn update_snapshot(
+        &self,
+        id: &str,
+        name: Option<Option<&str>>,
+        description: Option<Option<&str>>,
+    ) -> Result<(), CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("UPDATE snapshots SET updated_at = ")
+            .bind(Value::Int(ts::now_micros()));
+        if let Some(n) = name {
+            sql.push(", display_name = ");
+            sql.bind_opt(n);
+        }
+        if let Some(d) = description {
+            sql.push(", display_description = ");
+            sql.bind_opt(d);
+        }
+        sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
+        if self.execute(sql).await? == 1 {
+            Ok(())
+        } else {
+            Err(CatalogError::NotFound)
+        }
+    }
+
     /// Soft-deletes a snapshot (and drops its metadata). Idempotent.
     pub async fn destroy_snapshot(&self, id: &str) -> Result<(), CatalogError> {
         let now = ts::now_micros();

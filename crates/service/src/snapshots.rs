@@ -89,6 +89,76 @@ impl VolumeService {
             })
     }
 
+    /// `PUT /snapshots/{id}`: a new name and/or description (`name`, `description`, or
+    /// their v1 spellings `display_name`, `display_description`; at least one), as
+    /// Cinder's snapshot update schema has it. Returns the updated snapshot.
+    pub async fn update_snapshot(
+        &self,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<SnapshotRecord, Error> {
+        const KEYS: [&str; 4] = ["name", "description", "display_name", "display_description"];
+        let top = schema::root(body)?;
+        schema::no_extra(top, None, &["snapshot"])?;
+        let Some(u) = schema::object(top, None, "snapshot", true, false)? else {
+            return Err(schema::fail(
+                None,
+                body,
+                "'snapshot' is a required property",
+            ));
+        };
+        schema::no_extra(u, Some("snapshot"), &KEYS)?;
+        if !KEYS.iter().any(|k| u.contains_key(*k)) {
+            let v = Value::Object(u.clone());
+            return Err(schema::fail(
+                Some("snapshot"),
+                &v,
+                &format!(
+                    "{} is not valid under any of the given schemas",
+                    schema::py_repr(&v)
+                ),
+            ));
+        }
+        // `name` and `description` are stripped and win over their v1 spellings.
+        let mut name = None;
+        for key in ["display_name", "name"] {
+            if u.contains_key(key) {
+                let v = schema::string(u, key, true, 0, 255)?;
+                name = Some(v.map(|v| if key == "name" { v.trim() } else { v }.to_owned()));
+            }
+        }
+        let mut description = None;
+        for key in ["display_description", "description"] {
+            if u.contains_key(key) {
+                let v = schema::description(u, key)?;
+                description = Some(v.map(|v| {
+                    if key == "description" {
+                        v.trim().to_owned()
+                    } else {
+                        v
+                    }
+                }));
+            }
+        }
+        self.lookup_snapshot(ctx, id).await?;
+        if !ctx.can_write() {
+            return Err(Error::Forbidden("volume:update_snapshot"));
+        }
+        self.catalog
+            .update_snapshot(
+                id,
+                name.as_ref().map(Option::as_deref),
+                description.as_ref().map(Option::as_deref),
+            )
+            .await
+            .map_err(|e| match e {
+                CatalogError::NotFound => snapshot_not_found(id),
+                other => other.into(),
+            })?;
+        self.lookup_snapshot(ctx, id).await
+    }
+
     /// Lists snapshots (`GET /snapshots[/detail]`): `name`, `status` and `volume_id`
     /// filters, `limit`/`offset`/`marker`, `all_tenants` for admins.
     pub async fn list_snapshots(

@@ -636,6 +636,95 @@ async fn snapshot_rules(b: Backend) {
 }
 both!(snapshot_rules);
 
+/// `PUT /snapshots/{id}` as Cinder's update schema has it: `name`/`description` (or
+/// their v1 spellings, which they override), at least one, nothing else; members only,
+/// in their project; 200 with the detail view.
+async fn snapshot_update(b: Backend) {
+    let s = Server::start_with(b, &[], &[]);
+    let a = Api::new(&s, "usera", PA);
+    let vol = a.create(1, "v").await;
+    let (st, body) = a
+        .post(
+            "snapshots",
+            json!({"snapshot": {"volume_id": vol, "name": "old"}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    let id = body["snapshot"]["id"].as_str().unwrap().to_owned();
+    a.wait("snapshot", &id, "available").await;
+    let path = format!("snapshots/{id}");
+    let put = |body: Value| a.call(Method::PUT, &path, None, Some(body));
+
+    let (st, body) = put(json!({"snapshot": {"name": "  new  ", "description": "about it"}})).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (&body["snapshot"]["name"], &body["snapshot"]["description"]),
+        (&json!("new"), &json!("about it"))
+    );
+    assert!(
+        body["snapshot"]
+            .get("os-extended-snapshot-attributes:progress")
+            .is_none()
+    );
+    let (st, body) = put(json!({"snapshot": {"display_name": "v1", "name": "wins"}})).await;
+    assert_eq!(st, 200, "{body}");
+    let shown = a.wait("snapshot", &id, "available").await;
+    assert_eq!(
+        (&shown["name"], &shown["description"]),
+        (&json!("wins"), &json!("about it"))
+    );
+    let (st, _) = put(json!({"snapshot": {"description": null}})).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        a.wait("snapshot", &id, "available").await["description"],
+        Value::Null
+    );
+
+    assert_fault(
+        put(json!({"snapshot": {}})).await,
+        400,
+        "badRequest",
+        "Invalid input for field/attribute snapshot. Value: {}. {} is not valid under any of the given schemas",
+    );
+    assert_fault(
+        put(json!({"snapshot": {"name": "x", "size": 2}})).await,
+        400,
+        "badRequest",
+        "Invalid input for field/attribute snapshot. Value: {'name': 'x', 'size': 2}. Additional properties are not allowed ('size' was unexpected)",
+    );
+    assert_fault(
+        put(json!({"snapshot": {"name": 5}})).await,
+        400,
+        "badRequest",
+        "Invalid input for field/attribute name. Value: 5. 5 is not of type 'string', 'null'",
+    );
+    let reader = Api {
+        token: format!("userr:{PA}:reader"),
+        ..Api::new(&s, "userr", PA)
+    };
+    let (st, _) = reader
+        .call(
+            Method::PUT,
+            &format!("snapshots/{id}"),
+            None,
+            Some(json!({"snapshot": {"name": "r"}})),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let other = Api::new(&s, "userb", PB);
+    let (st, _) = other
+        .call(
+            Method::PUT,
+            &format!("snapshots/{id}"),
+            None,
+            Some(json!({"snapshot": {"name": "b"}})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    assert_eq!(a.wait("snapshot", &id, "available").await["name"], "wins");
+}
+both!(snapshot_update);
+
 async fn manage_existing(b: Backend) {
     let s = Server::start_with(b, &[], &[]);
     // Files may be adopted from the data directory's `manageable/` only (issue 16).
