@@ -9,7 +9,7 @@ use crate::backups::{RECORD_COLUMNS, record_from_row};
 use crate::jobs::{JobOutcome, NewJob, job_insert, outcome_sql};
 use crate::read::{Sql, Value, text};
 use crate::volumes::{NewVolume, insert_metadata, push_in};
-use crate::write::exec;
+use crate::write::{exec, rename_sql};
 use crate::{BackupRecord, Catalog, CatalogError, ts};
 
 /// A backup to create, in status `creating` (or as imported).
@@ -460,19 +460,7 @@ impl Catalog {
         metadata: Option<&BTreeMap<String, String>>,
     ) -> Result<(), CatalogError> {
         let mut tx = self.begin().await?;
-        let mut sql = Sql::default();
-        sql.push("UPDATE backups SET updated_at = ")
-            .bind(Value::Int(ts::now_micros()));
-        if let Some(n) = name {
-            sql.push(", display_name = ");
-            sql.bind_opt(n);
-        }
-        if let Some(d) = description {
-            sql.push(", display_description = ");
-            sql.bind_opt(d);
-        }
-        sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
-        if exec(&mut tx, sql).await? != 1 {
+        if exec(&mut tx, rename_sql("backups", id, name, description)).await? != 1 {
             return Err(CatalogError::NotFound);
         }
         if let Some(m) = metadata {

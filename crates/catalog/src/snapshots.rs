@@ -250,18 +250,7 @@ impl Catalog {
         name: Option<Option<&str>>,
         description: Option<Option<&str>>,
     ) -> Result<(), CatalogError> {
-        let mut sql = Sql::default();
-        sql.push("UPDATE snapshots SET updated_at = ")
-            .bind(Value::Int(ts::now_micros()));
-        if let Some(n) = name {
-            sql.push(", display_name = ");
-            sql.bind_opt(n);
-        }
-        if let Some(d) = description {
-            sql.push(", display_description = ");
-            sql.bind_opt(d);
-        }
-        sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
+        let sql = crate::write::rename_sql("snapshots", id, name, description);
         if self.execute(sql).await? == 1 {
             Ok(())
         } else {

@@ -5,12 +5,38 @@
 
 use sqlx::Row as _;
 
-use crate::read::Sql;
+use crate::read::{Sql, Value, text};
 use crate::{Catalog, CatalogError};
 
 /// A transaction on the pool. On `SQLite` it takes the write lock at its first write, so
 /// every transaction here starts with one.
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// `UPDATE table` of a live row's `display_name` and `display_description` (each
+/// when given; `Some(None)` makes it null) and `updated_at`: the rename of a backup or
+/// a snapshot.
+pub(crate) fn rename_sql(
+    table: &str,
+    id: &str,
+    name: Option<Option<&str>>,
+    description: Option<Option<&str>>,
+) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("UPDATE ")
+        .push(table)
+        .push(" SET updated_at = ")
+        .bind(Value::Int(crate::ts::now_micros()));
+    if let Some(n) = name {
+        sql.push(", display_name = ");
+        sql.bind_opt(n);
+    }
+    if let Some(d) = description {
+        sql.push(", display_description = ");
+        sql.bind_opt(d);
+    }
+    sql.push(" WHERE deleted = 0 AND id = ").bind(text(id));
+    sql
+}
 
 /// Maps a write's error: a unique-key violation is [`CatalogError::AlreadyExists`].
 pub(crate) fn write_error(e: sqlx::Error) -> CatalogError {

@@ -430,9 +430,10 @@ impl Config {
     }
 
     /// How the repository in `store` opens: with the configured master key (from
-    /// `VBS_REPOSITORY_KEY` or the key file), or plaintext. `create`: a new, empty
-    /// repository gets a new key file unless encryption is off (the service; tools
-    /// that only read never create one).
+    /// `VBS_REPOSITORY_KEY` or the key file), or plaintext. `create`: the caller found
+    /// the repository empty, without keys, and encryption on, so a missing key file is
+    /// made (the service; tools that only read never make one). [`vbs_engine::Engine::open`]
+    /// checks again that the repository is empty before it makes keys.
     pub async fn encryption(
         &self,
         store: &vbs_repository::Store,
@@ -470,9 +471,7 @@ impl Config {
                         path.display()
                     );
                 }
-                let empty = store.list("manifests/").await?.is_empty()
-                    && store.list("packs/").await?.is_empty();
-                if !(create && self.encryption && empty) {
+                if !create {
                     return Ok(Encryption::Off);
                 }
                 let key = MasterKey::generate();

@@ -129,11 +129,7 @@ async fn random_backup(s: &Server, seed: u64) -> (Vec<u8>, String, String) {
     let vid = v["volume"]["id"].as_str().unwrap().to_owned();
     let file = s.dir().join("volumes").join(format!("{vid}.img"));
     image::random(&file, 0, 8 * MIB, seed);
-    let mut data = vec![0u8; 8 * MIB as usize];
-    std::fs::File::open(&file)
-        .unwrap()
-        .read_exact_at(&mut data, 0)
-        .unwrap();
+    let data = head(&file, 8 * MIB as usize);
     let bid = backup(s, &vid, None).await;
     (data, vid, bid)
 }
@@ -197,6 +193,16 @@ async fn restore(s: &Server, bid: &str) -> PathBuf {
     s.dir().join("volumes").join(format!("{rv}.img"))
 }
 
+/// The first `len` bytes of a file.
+fn head(path: &Path, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut out, 0)
+        .unwrap();
+    out
+}
+
 /// How many of the volume's 64-byte slices (one per 4 KiB) appear in `objects`.
 fn slices_found(objects: &[Vec<u8>], data: &[u8]) -> usize {
     let mut by_prefix: HashMap<u64, Vec<&[u8]>> = HashMap::new();
@@ -233,12 +239,10 @@ async fn nothing_readable(repo: Repo) {
         "a slice of the volume is stored readable"
     );
     let restored = restore(&s, &bid).await;
-    let mut back = vec![0u8; data.len()];
-    std::fs::File::open(&restored)
-        .unwrap()
-        .read_exact_at(&mut back, 0)
-        .unwrap();
-    assert!(back == data, "the restore is byte-identical");
+    assert!(
+        head(&restored, data.len()) == data,
+        "the restore is byte-identical"
+    );
 }
 
 #[tokio::test]
@@ -270,12 +274,7 @@ async fn the_named_opt_out_stores_plaintext_and_stays_so_after_the_upgrade() {
     std::fs::write(s.config_file().unwrap(), "encryption = true\n").unwrap();
     s.restart();
     let restored = restore(&s, &bid).await;
-    let mut back = vec![0u8; data.len()];
-    std::fs::File::open(&restored)
-        .unwrap()
-        .read_exact_at(&mut back, 0)
-        .unwrap();
-    assert!(back == data);
+    assert!(head(&restored, data.len()) == data);
     assert!(!s.dir().join("repository.key").exists());
     assert!(!s.dir().join("repository/keys.json").exists());
 }
@@ -506,12 +505,7 @@ async fn verify_reports_an_altered_pack_and_rotation_keeps_every_backup() {
     std::fs::rename(&new_key, dir.join("repository.key")).unwrap();
     s.restart();
     let r = restore(&s, &old).await;
-    let mut back = vec![0u8; data.len()];
-    std::fs::File::open(&r)
-        .unwrap()
-        .read_exact_at(&mut back, 0)
-        .unwrap();
-    assert!(back == data);
+    assert!(head(&r, data.len()) == data);
     image::mutate(
         &dir.join("volumes").join(format!("{vid}.img")),
         8 * MIB,
