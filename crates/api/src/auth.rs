@@ -67,7 +67,10 @@ fn noauth_context(token: &str) -> Option<Context> {
 
 /// Paths served without a token (clients discover versions before authenticating).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/v3" | "/v3/" | "/v2" | "/v2/" | "/healthcheck")
+    matches!(
+        path,
+        "/" | "/v3" | "/v3/" | "/v2" | "/v2/" | "/healthcheck" | "/openapi.json"
+    )
         // The dashboard's own files; what it shows comes from authenticated calls.
         || matches!(
             path,

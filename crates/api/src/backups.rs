@@ -311,8 +311,9 @@ struct ShowView<'a> {
     backup: DetailView<'a>,
 }
 
-#[derive(Serialize)]
-struct SummaryView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BackupSummary)]
+pub(crate) struct SummaryView<'a> {
     id: &'a str,
     name: Option<&'a str>,
     links: [Link; 2],
@@ -331,8 +332,9 @@ impl<'a> SummaryView<'a> {
 /// The all-zero key id Cinder uses for "no real key"; never shown.
 const FIXED_KEY: &str = "00000000-0000-0000-0000-000000000000";
 
-#[derive(Serialize)]
-struct DetailView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BackupDetail)]
+pub(crate) struct DetailView<'a> {
     id: &'a str,
     status: &'a str,
     size: i64,
@@ -358,6 +360,7 @@ struct DetailView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     user_id: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     encryption_key_id: Option<&'a str>,
@@ -367,13 +370,16 @@ struct DetailView<'a> {
     )]
     tenant_attr: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     service_metadata: Option<Option<&'a str>>,
     /// How far a running backup or restore is (docs/api.md): `bytes_done`,
     /// `bytes_total`, `bytes_per_second`. Clients ignore keys they do not know.
     #[serde(rename = "os-vbs:progress", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     progress: Option<serde_json::Value>,
     /// VBS tags (`/cloudbackups` create), on the VBS-documented v2 views only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     tags: Option<Vec<serde_json::Value>>,
 }
 

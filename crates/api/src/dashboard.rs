@@ -3,7 +3,6 @@
 //! own APIs. The assets need no token; everything they show comes from authenticated
 //! API calls. `GET /` stays the version document clients need.
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,7 +30,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     resp
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
+pub fn routes(r: crate::openapi::Routes) -> crate::openapi::Routes {
     r.route(
         "/dashboard",
         get(|| async { asset(INDEX, "text/html; charset=utf-8") }),

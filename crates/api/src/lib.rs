@@ -13,6 +13,7 @@ mod error;
 pub mod keystone;
 mod links;
 mod manage;
+pub mod openapi;
 mod quota_sets;
 mod snapshots;
 mod vbs;
@@ -158,14 +159,15 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    let mut r = Router::new()
+/// Every route of the API, recorded (the `OpenAPI` document is checked against them).
+fn routes() -> openapi::Routes {
+    let mut r = openapi::Routes::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
         .route("/v3/", get(versions::v3))
         .route("/healthcheck", get(versions::healthcheck))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve_document));
     r = dashboard::routes(r);
     // Every v3 path exists with and without the project segment; v2 only with it.
     for prefix in ["/v3/{project_id}", "/v3", "/v2/{project_id}"] {
@@ -259,7 +261,12 @@ pub fn router(state: AppState) -> Router {
             );
     }
     r = quota_sets::routes(r);
-    r = vbs::routes(r);
+    vbs::routes(r)
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (r, _) = routes().into_parts();
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(version::negotiate))

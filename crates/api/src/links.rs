@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::version::ApiVersion;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Link {
     pub rel: &'static str,
     pub href: String,

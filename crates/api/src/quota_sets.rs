@@ -2,7 +2,7 @@
 //! project-less form): show (`?usage=True` adds usage), defaults, admin update and
 //! delete, as `openstack quota show/set` and `cinder quota-*` call them.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use crate::call::Call;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(mut r: Router<AppState>) -> Router<AppState> {
+pub fn routes(mut r: Routes) -> Routes {
     for prefix in ["/v3/{project_id}", "/v3"] {
         r = r
             .route(

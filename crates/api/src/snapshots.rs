@@ -140,8 +140,9 @@ enum View {
     Full,
 }
 
-#[derive(Serialize)]
-struct SnapshotView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Snapshot)]
+pub(crate) struct SnapshotView<'a> {
     id: &'a str,
     created_at: String,
     updated_at: Option<String>,
@@ -152,8 +153,10 @@ struct SnapshotView<'a> {
     size: i64,
     metadata: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     group_snapshot_id: Field<&'a str>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     user_id: Field<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consumes_quota: Option<bool>,
@@ -166,6 +169,7 @@ struct SnapshotView<'a> {
         rename = "os-extended-snapshot-attributes:progress",
         skip_serializing_if = "Field::is_hidden"
     )]
+    #[schema(value_type = Option<String>)]
     progress: Field<&'a str>,
 }
 

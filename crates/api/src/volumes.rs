@@ -201,8 +201,8 @@ pub(crate) struct OneVolume<'a> {
     pub volume: VolumeView<'a>,
 }
 
-#[derive(Serialize)]
-struct VolumeSummary<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct VolumeSummary<'a> {
     id: &'a str,
     name: Option<&'a str>,
     links: [Link; 2],
@@ -219,8 +219,9 @@ pub(crate) enum View {
     Full,
 }
 
-#[derive(Serialize)]
-struct AttachmentView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = VolumeAttachment)]
+pub(crate) struct AttachmentView<'a> {
     id: &'a str,
     attachment_id: &'a str,
     volume_id: &'a str,
@@ -230,7 +231,8 @@ struct AttachmentView<'a> {
     attached_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Volume)]
 pub(crate) struct VolumeView<'a> {
     id: &'a str,
     status: &'a str,
@@ -253,18 +255,24 @@ pub(crate) struct VolumeView<'a> {
     multiattach: bool,
     attachments: Vec<AttachmentView<'a>>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     migration_status: Field<&'a str>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     group_id: Field<&'a str>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     provider_id: Field<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shared_targets: Option<bool>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     service_uuid: Field<&'a str>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     cluster_name: Field<&'a str>,
     #[serde(skip_serializing_if = "Field::is_hidden")]
+    #[schema(value_type = Option<String>)]
     volume_type_id: Field<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consumes_quota: Option<bool>,
@@ -277,16 +285,19 @@ pub(crate) struct VolumeView<'a> {
         rename = "os-vol-host-attr:host",
         skip_serializing_if = "Field::is_hidden"
     )]
+    #[schema(value_type = Option<String>)]
     host: Field<&'a str>,
     #[serde(
         rename = "os-vol-mig-status-attr:migstat",
         skip_serializing_if = "Field::is_hidden"
     )]
+    #[schema(value_type = Option<String>)]
     migstat: Field<&'a str>,
     #[serde(
         rename = "os-vol-mig-status-attr:name_id",
         skip_serializing_if = "Field::is_hidden"
     )]
+    #[schema(value_type = Option<String>)]
     name_id: Field<&'a str>,
 }
 

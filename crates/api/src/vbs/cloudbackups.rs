@@ -2,7 +2,7 @@
 //! POST delete, each answered at once with `{"job_id"}` (200); the work is followed
 //! through `/v1/{project_id}/jobs/{job_id}`.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
@@ -13,7 +13,7 @@ use super::VbsCall;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     r.route("/v2/{project_id}/cloudbackups", post(create_cloudbackup))
         .route(
             "/v2/{project_id}/cloudbackups/{backup_id}",

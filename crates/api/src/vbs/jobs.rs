@@ -1,7 +1,7 @@
 //! `GET /v1/{project_id}/jobs/{job_id}` (spec 03 §3): a job's status, its entities,
 //! times in UTC with milliseconds and `Z`, and the jobs it fanned out into.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -14,7 +14,7 @@ use super::VbsCall;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     r.route("/v1/{project_id}/jobs/{job_id}", get(show_job))
 }
 
@@ -29,9 +29,11 @@ async fn show_job(State(state): State<AppState>, call: VbsCall) -> Result<Respon
     Ok(json_response(&job))
 }
 
-#[derive(Serialize)]
-struct JobView {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
+pub(crate) struct JobView {
     status: &'static str,
+    #[schema(value_type = Object)]
     entities: Map<String, Value>,
     job_id: String,
     job_type: &'static str,
@@ -39,6 +41,7 @@ struct JobView {
     end_time: Option<String>,
     error_code: Option<String>,
     fail_reason: Option<String>,
+    #[schema(no_recursion)]
     sub_jobs: Vec<JobView>,
 }
 

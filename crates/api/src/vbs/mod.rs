@@ -4,12 +4,12 @@
 //! §3.3), with the HTTP status this module picks from the code (spec 03 §6).
 
 mod cloudbackups;
-mod jobs;
+pub(crate) mod jobs;
 mod policies;
 mod quota;
 mod sharing;
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -50,7 +50,7 @@ impl FromRequestParts<AppState> for VbsCall {
 
 /// The VBS routes. Fixed segments (`cloudbackups/quota`, `…-sharing/detail`,
 /// `…-sharing/count`) are matched before ids by the router itself.
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     let r = jobs::routes(r);
     let r = cloudbackups::routes(r);
     let r = quota::routes(r);

@@ -2,7 +2,7 @@
 //! `/v2/{project_id}/backuppolicyresources…`. Fixed segments (`backuppolicy/tags`,
 //! `backuppolicy/resource_instances/action`) are matched by the router before ids.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +16,7 @@ use super::VbsCall;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     const P: &str = "/v2/{project_id}/backuppolicy";
     r.route(P, post(create_policy).get(list_policies))
         .route(&format!("{P}/tags"), get(project_tags))

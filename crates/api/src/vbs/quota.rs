@@ -2,7 +2,7 @@
 //! quotas, `-1` for unlimited. `quota` is a fixed segment, matched before the
 //! `/cloudbackups/{backup_id}` routes.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -12,7 +12,7 @@ use super::VbsCall;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     r.route("/v2/{project_id}/cloudbackups/quota", get(show_quota))
 }
 

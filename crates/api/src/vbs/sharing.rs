@@ -2,7 +2,7 @@
 //! share, cancel (by record or, with `is_backup_id=true`, by backup), list with every
 //! filter, count, show. `detail` and `count` are fixed segments, matched before `{id}`.
 
-use axum::Router;
+use crate::openapi::Routes;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
@@ -15,7 +15,7 @@ use super::VbsCall;
 use crate::error::ApiError;
 use crate::{AppState, json_response};
 
-pub fn routes(r: Router<AppState>) -> Router<AppState> {
+pub fn routes(r: Routes) -> Routes {
     const P: &str = "/v2/{project_id}/os-vendor-backup-sharing";
     r.route(P, post(share_backup))
         .route(&format!("{P}/detail"), get(list_shares))

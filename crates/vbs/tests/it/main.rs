@@ -13,6 +13,7 @@ mod encryption;
 mod list;
 mod metrics;
 mod nodes;
+mod openapi;
 mod policies;
 mod policy_cluster;
 mod policy_schedule;
