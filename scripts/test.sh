@@ -6,7 +6,9 @@
 #      starts here (127.0.0.1:8080; VBS_TEST_SWIFT overrides);
 #   2. the real-client suite (openstack, cinder, openstacksdk, a real Keystone) in a venv
 #      that scripts/venv.sh creates, against the binary cargo test just built;
-#   3. OpenStack's tempest volume-backup tests and cinder-tempest-plugin's (RBAC personas
+#   3. schemathesis against the server's /openapi.json, noauth and keystone, every
+#      operation with valid and invalid data (scripts/fuzz.sh), which prints its counts;
+#   4. OpenStack's tempest volume-backup tests and cinder-tempest-plugin's (RBAC personas
 #      included) against that binary in keystone mode (scripts/tempest.sh), which prints
 #      tempest's passed/skipped/failed counts.
 # Nothing is skipped: a missing PostgreSQL or a Swift that does not come up fails the run.
@@ -33,4 +35,5 @@ stage cargo-test cargo test --workspace --locked
 export VBS_BIN="${VBS_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/vbs}"
 stage client-venv scripts/venv.sh
 stage client-tests .venv/bin/python -m pytest tests/clients -q -p no:cacheprovider
+stage fuzz scripts/fuzz.sh
 stage tempest scripts/tempest.sh
