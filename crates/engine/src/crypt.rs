@@ -401,6 +401,33 @@ mod tests {
         assert!(DataKeys::generate().open_manifest("b1", &sealed).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a damaged or hostile repository holds where wrapped keys, a sealed
+        /// manifest, a pack id or a sealed frame should be, decoding answers an error
+        /// (never a panic) and never opens it.
+        #[test]
+        fn stored_bytes_never_open_nor_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            offset in 0u64..1 << 40,
+            raw in 0u32..1 << 20,
+            flags in 0u32..4,
+            text in ".{0,80}",
+        ) {
+            let master = MasterKey::generate();
+            proptest::prop_assert!(DataKeys::unwrap(&bytes, &master).is_err());
+            let _ = MasterKey::from_hex(&text);
+            let keys = DataKeys::generate();
+            proptest::prop_assert!(keys.open_manifest("b1", &bytes).is_err());
+            let mut magic = SEALED_MANIFEST_MAGIC.to_vec();
+            magic.extend_from_slice(&bytes);
+            proptest::prop_assert!(keys.open_manifest("b1", &magic).is_err());
+            let _ = keys.pack_key(&text);
+            let (_, key) = keys.new_pack();
+            let mut frame = bytes.clone();
+            proptest::prop_assert!(key.open(offset, raw, flags, &mut frame).is_none());
+        }
+    }
+
     #[test]
     fn block_ids_are_keyed() {
         let (a, b) = (DataKeys::generate(), DataKeys::generate());

@@ -584,4 +584,30 @@ mod tests {
         assert!(!b.full);
         assert!(b.tags.is_empty());
     }
+
+    proptest::proptest! {
+        /// The create body and its tags, as any client may send them: parsed or refused
+        /// with a VBS code, never a panic; accepted names follow the documented rule.
+        #[test]
+        fn create_bodies_take_any_input(
+            name in ".{0,70}|[A-Za-z0-9_-]{0,70}",
+            description in proptest::option::of(".{0,70}"),
+            key in ".{0,40}",
+            value in ".{0,50}",
+            full in "true|false|.{0,6}",
+            volume in "[0-9a-f-]{0,40}",
+        ) {
+            let body = json!({"backup": {
+                "volume_id": volume, "name": name, "description": description,
+                "tags": [{"key": key, "value": value}], "extend_param": {"FullBackup": full}
+            }});
+            if let Ok(parsed) = parse_create(&body) {
+                proptest::prop_assert!(!parsed.name.is_empty() && parsed.name.chars().count() <= 64);
+                proptest::prop_assert!(!parsed.name.starts_with("auto"));
+            }
+            let _ = parse_tags(Some(&json!([{"key": key, "value": value}])));
+            let _ = parse_tags(Some(&json!({"key": key})));
+            let _ = restore_volume_id(json!({"volume_id": volume}).as_object().unwrap());
+        }
+    }
 }

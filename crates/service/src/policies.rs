@@ -1487,4 +1487,63 @@ mod tests {
         );
         assert_eq!(rule_code(name_rule(Some(&json!("")))), "AutoBackup.0101");
     }
+
+    /// Any JSON: the shapes clients send, and the shapes they should not.
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[0-9:,+-]{0,12}|UTC[+-][0-9]{1,2}:[0-9]{2}|[A-Z]{3}|.{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("key|value|values|[a-z_]{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The hand-written policy rules take any JSON a client sends: an answer, never
+        /// a panic; and what they accept is within the documented bounds.
+        #[test]
+        fn policy_rules_take_any_json(v in json(), obj in proptest::collection::btree_map(
+            "start_time|frequency|week_frequency|rentention_num|rentention_day|remain_first_backup_of_curMonth|status|limit|offset|tags|tags_any|not_tags|not_tags_any|matches",
+            json(), 0..6,
+        ), merge in proptest::prelude::any::<bool>()) {
+            let obj: Map<String, Value> = obj.into_iter().collect();
+            let _ = name_rule(Some(&v));
+            let _ = start_time_rule(&v);
+            if let Ok(n) = frequency_rule(&v) {
+                proptest::prop_assert!((1..=30).contains(&n));
+            }
+            let _ = weekdays_rule(&v);
+            if let Ok(n) = retention_num_rule(&v) {
+                proptest::prop_assert!((2..=99).contains(&n));
+            }
+            let _ = retention_day_rule(&v);
+            let _ = zone_rule(&v);
+            if let Some(s) = v.as_str() {
+                let _ = zone_offset(s);
+            }
+            let _ = tag_rule(&v, merge);
+            let _ = tags_rule(Some(&v));
+            for key in ["tags", "tags_any", "not_tags", "not_tags_any"] {
+                let _ = tag_filters(&obj, key, merge);
+            }
+            if let Ok(n) = paging(&obj, "limit", 1000, 1..=1000) {
+                proptest::prop_assert!((1..=1000).contains(&n));
+            }
+            let mut p = PolicyRecord::default();
+            if apply_schedule(&mut p, &obj, merge).is_ok() {
+                let _ = complete(&p);
+            }
+            let _ = request(&v);
+        }
+    }
 }
