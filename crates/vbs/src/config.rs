@@ -120,6 +120,10 @@ pub struct Config {
     pub node_name: Option<String>,
     /// Backup, restore and delete jobs this node runs at once (0: no worker here).
     pub backup_workers: usize,
+    /// The CPU priority (`nice`, 0-19) of the threads that run backups, restores, GC
+    /// and repository scans: above 0, the API's requests are served first when the CPU
+    /// is short, and the jobs take what is left (default 10).
+    pub worker_nice: i32,
     /// Seconds a worker's claim on a job lasts unless renewed; a dead worker's jobs
     /// are taken over after this.
     pub job_lease_secs: u64,
@@ -259,6 +263,7 @@ impl Default for Config {
             role: "api,worker,scheduler".into(),
             node_name: None,
             backup_workers: 2,
+            worker_nice: 10,
             job_lease_secs: 30,
             job_max_attempts: 3,
             gc_interval_secs: 3600,
@@ -309,6 +314,7 @@ const ENV_KEYS: &[&str] = &[
     "role",
     "node_name",
     "backup_workers",
+    "worker_nice",
     "job_lease_secs",
     "job_max_attempts",
     "gc_interval_secs",
@@ -362,6 +368,12 @@ impl Config {
         self.roles()?;
         if self.catalog_max_connections == 0 {
             bail!("catalog_max_connections must be at least 1");
+        }
+        if !(0..=19).contains(&self.worker_nice) {
+            bail!(
+                "worker_nice must be between 0 and 19, not {}",
+                self.worker_nice
+            );
         }
         Ok(())
     }

@@ -216,7 +216,9 @@ fn main() -> anyhow::Result<()> {
             };
             let config = Config::load(cli.config.as_deref(), &flags)?;
             init_logging(&config);
-            runtime.block_on(async {
+            let jobs = serve::jobs_runtime(config.worker_nice)?;
+            let handle = jobs.handle().clone();
+            let served = runtime.block_on(async {
                 // Only API nodes listen.
                 let listener = if config.roles()?.api {
                     Some(
@@ -227,8 +229,10 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     None
                 };
-                serve::run(config, listener, serve::shutdown_signal()).await
-            })
+                serve::run(config, listener, handle, serve::shutdown_signal()).await
+            });
+            jobs.shutdown_timeout(std::time::Duration::from_secs(5));
+            served
         }
         Command::Admin {
             command:

@@ -18,9 +18,29 @@ use vbs_service::{
 
 use crate::config::{AuthMode, Config, Roles};
 
+/// The runtime of the jobs (backups, restores, deletes, GC, repository scans): threads
+/// of its own, at `nice` CPU priority, so that the API's runtime is served first when
+/// the CPU is short. Its blocking pool, where the engine hashes, compresses and
+/// encrypts, inherits the priority.
+pub fn jobs_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("vbs-jobs")
+        .on_thread_start(move || {
+            if nice > 0
+                && let Err(e) = rustix::process::setpriority_process(None, nice)
+            {
+                tracing::warn!(error = %e, nice, "lowering a job thread's CPU priority failed");
+            }
+        })
+        .enable_all()
+        .build()
+        .context("starting the jobs' runtime")
+}
+
 pub async fn run(
     config: Config,
     listener: Option<TcpListener>,
+    jobs: tokio::runtime::Handle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let roles = config.roles()?;
@@ -102,8 +122,8 @@ pub async fn run(
                 ..WorkerOptions::default()
             },
         );
-        tasks.spawn(worker.clone().scan_repository(tasks_stop.clone()));
-        tasks.spawn(worker.run(tasks_stop.clone()));
+        tasks.spawn_on(worker.clone().scan_repository(tasks_stop.clone()), &jobs);
+        tasks.spawn_on(worker.run(tasks_stop.clone()), &jobs);
     }
     if roles.scheduler {
         let options = SchedulerOptions {

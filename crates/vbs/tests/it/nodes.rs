@@ -145,3 +145,36 @@ async fn backup_runs(s: &Server) {
     )
     .await;
 }
+
+/// The jobs run on threads of their own at `worker_nice` (10 by default), the API's at
+/// the process's priority: when backups keep the CPU busy, requests are served first.
+#[tokio::test]
+async fn job_threads_run_at_a_lower_cpu_priority_than_the_api() {
+    let s = Server::start(Backend::Sqlite);
+    // (thread name, nice) of every thread of the server.
+    let threads: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after the command (which may hold spaces), counted from `state` (3).
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let nice = rest.split(' ').nth(16)?.parse().ok()?;
+            Some((name.trim().to_owned(), nice))
+        })
+        .collect();
+    let jobs: Vec<i64> = threads
+        .iter()
+        .filter(|(n, _)| n == "vbs-jobs")
+        .map(|(_, nice)| *nice)
+        .collect();
+    let api: Vec<i64> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("tokio-rt"))
+        .map(|(_, nice)| *nice)
+        .collect();
+    assert!(!jobs.is_empty() && !api.is_empty(), "{threads:?}");
+    assert!(jobs.iter().all(|n| *n == 10), "{threads:?}");
+    assert!(api.iter().all(|n| *n == 0), "{threads:?}");
+}
