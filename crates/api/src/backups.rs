@@ -22,14 +22,111 @@ pub async fn list_backups(State(state): State<AppState>, call: Call) -> Result<R
         .backups
         .list_summaries(&call.ctx, req.as_request(&call))
         .await?;
-    let items = list
-        .page
-        .items
-        .iter()
-        .map(|b| SummaryView::new(&call.base, b))
-        .collect();
-    let last = list.page.items.last().map(|b| b.id.as_str());
-    Ok(render_list(&call, "backups", items, last, &list))
+    let items = &list.page.items;
+    let links = next_links(
+        &call,
+        "backups",
+        items.last().map(|b| b.id.as_str()),
+        items.len(),
+        list.link_limit,
+        list.page.count,
+    );
+    let body = summary_list_json(&call.base, items, links.as_deref(), list.page.count);
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// A string's JSON escape without the quotes, as `serde_json` writes it (control
+/// characters, `"` and `\\` escaped, everything else as it is); borrowed when nothing needs
+/// escaping, which a plain scan tells much faster than `serde_json`'s per-byte table.
+#[allow(clippy::needless_bitwise_bool)]
+fn escaped(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    // Bitwise, no short-circuit: the fold compiles to a vector loop.
+    let clean = !s.bytes().fold(false, |dirty, b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if clean {
+        return std::borrow::Cow::Borrowed(s.as_bytes());
+    }
+    let quoted = serde_json::to_vec(s).unwrap_or_default();
+    std::borrow::Cow::Owned(quoted[1..quoted.len().saturating_sub(1)].to_vec())
+}
+
+/// The founding endpoint's body, byte for byte what `serde_json` makes of
+/// `ListView<SummaryView>`, written straight into one buffer sized for the page: a page
+/// of 1,000 summaries is 330 KB, two thirds of it links, and building it as views
+/// (two `String`s per link, per-byte escaping, a growing buffer) was most of the
+/// endpoint's CPU under load.
+fn summary_list_json(
+    base: &Base,
+    items: &[BackupSummary],
+    links: Option<&[Link]>,
+    count: Option<u64>,
+) -> Vec<u8> {
+    let origin = escaped(&base.origin);
+    let project = base
+        .url_project
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(escaped);
+    let project_len = project.as_ref().map_or(0, |p| p.len() + 1);
+    let per_item = 2 * (origin.len() + project_len) + base.version_segment.len() + 140;
+    let mut out = Vec::with_capacity(64 + items.len() * (per_item + 3 * 36 + 32));
+    out.extend_from_slice(b"{\"backups\":[");
+    for (i, b) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let id = escaped(&b.id);
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(&id);
+        out.extend_from_slice(b"\",\"name\":");
+        match &b.name {
+            Some(name) => {
+                out.push(b'"');
+                out.extend_from_slice(&escaped(name));
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        for (rel, versioned) in [("self", true), ("bookmark", false)] {
+            out.extend_from_slice(if versioned {
+                b",\"links\":[{\"rel\":\"".as_slice()
+            } else {
+                b",{\"rel\":\"".as_slice()
+            });
+            out.extend_from_slice(rel.as_bytes());
+            out.extend_from_slice(b"\",\"href\":\"");
+            out.extend_from_slice(&origin);
+            if versioned {
+                out.push(b'/');
+                out.extend_from_slice(base.version_segment.as_bytes());
+            }
+            if let Some(p) = &project {
+                out.push(b'/');
+                out.extend_from_slice(p);
+            }
+            out.extend_from_slice(b"/backups/");
+            out.extend_from_slice(&id);
+            out.extend_from_slice(b"\"}");
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.push(b']');
+    if let Some(links) = links {
+        out.extend_from_slice(b",\"backups_links\":");
+        out.extend_from_slice(&serde_json::to_vec(links).unwrap_or_default());
+    }
+    if let Some(count) = count {
+        out.extend_from_slice(b",\"count\":");
+        out.extend_from_slice(count.to_string().as_bytes());
+    }
+    out.push(b'}');
+    out
 }
 
 /// `GET …/backups/detail`.
@@ -320,6 +417,9 @@ pub(crate) struct SummaryView<'a> {
 }
 
 impl<'a> SummaryView<'a> {
+    /// The view `summary_list_json` writes by hand: its schema, and the reference its
+    /// test compares bytes with.
+    #[cfg_attr(not(test), allow(dead_code))]
     fn new(base: &Base, b: &'a BackupSummary) -> Self {
         Self {
             id: &b.id,
@@ -447,6 +547,42 @@ impl<'a> DetailView<'a> {
             service_metadata: legacy.then_some(b.service_metadata.as_deref()),
             progress: None,
             tags: None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The hand-written founding list is byte for byte what `serde_json` makes of
+        /// the views, whatever the names, ids, host and project hold.
+        #[test]
+        fn summary_list_is_what_serde_writes(
+            rows in proptest::collection::vec(("[0-9a-f-]{36}|.{0,8}", proptest::option::of(".{0,20}|[a-z \"\\\\\u{0}-\u{1f}]{0,8}")), 0..6),
+            origin in "http://[a-z0-9.:]{1,20}|http://[ -~]{0,12}",
+            project in proptest::option::of("[0-9a-f]{32}|[ -~]{0,6}"),
+            legacy in any::<bool>(),
+            count in proptest::option::of(0u64..5000),
+            next in any::<bool>(),
+        ) {
+            let base = Base { origin, version_segment: if legacy { "v2" } else { "v3" }, url_project: project };
+            let items: Vec<BackupSummary> = rows
+                .into_iter()
+                .map(|(id, name)| BackupSummary { id, name })
+                .collect();
+            let links = next.then(|| vec![Link { rel: "next", href: format!("{}/v3/backups?marker=x\"", base.origin) }]);
+            let reference = serde_json::to_vec(&ListView {
+                backups: items.iter().map(|b| SummaryView::new(&base, b)).collect::<Vec<_>>(),
+                backups_links: links.as_ref().map(|l| l.iter().map(|k| Link { rel: k.rel, href: k.href.clone() }).collect()),
+                count,
+            }).unwrap();
+            let ours = summary_list_json(&base, &items, links.as_deref(), count);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(reference).unwrap());
         }
     }
 }
