@@ -21,6 +21,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/pinned-venv.sh
+source "$repo/scripts/lib/pinned-venv.sh"
 fvenv=$repo/.venv-fuzz
 packages=(schemathesis==4.32.5)
 vbs_bin=${VBS_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/vbs}
@@ -37,17 +39,6 @@ die() { echo "fuzz.sh: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stamp() { echo "[fuzz.sh $(date +%T)] $*"; }
 
-install_schemathesis() {
-    local want stamp="$fvenv/.packages"
-    want=$( { python3 -c 'import sys; print(sys.version)'; printf '%s\n' "${packages[@]}"; } | sha256sum | cut -d' ' -f1)
-    if [[ -x "$fvenv/bin/schemathesis" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        return
-    fi
-    stamp "installing ${packages[*]} into $fvenv"
-    [[ -x "$fvenv/bin/python" ]] || python3 -m venv "$fvenv"
-    "$fvenv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
-    echo "$want" >"$stamp"
-}
 
 vbs_pid=
 keystone_dir=
@@ -127,7 +118,7 @@ run_mode() {
 }
 
 [[ -x "$vbs_bin" ]] || die "no vbs binary at $vbs_bin (cargo build, or set VBS_BIN)"
-install_schemathesis
+pinned_venv "$fvenv" schemathesis "${packages[@]}"
 total=0
 failed=0
 
@@ -146,15 +137,7 @@ for mode in $modes; do
         KEYSTONE_WORKERS=1 KEYSTONE_PORT=$(free_port) "$repo/scripts/keystone.sh" start "$keystone_dir" \
             >"$work/keystone.out" 2>&1 || { cat "$work/keystone.out" >&2; die "keystone did not start"; }
         seedfile=$keystone_dir/seed.json
-        field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$seedfile" "$1"; }
-        cat >"$work/vbs-keystone.toml" <<CONF
-[keystone]
-auth_url = "$(field 'auth_url')"
-username = "$(field 'service["user"]')"
-password = "$(field 'service["password"]')"
-project_name = "$(field 'service["project"]')"
-CONF
-        chmod 600 "$work/vbs-keystone.toml"
+        "$repo/scripts/keystone.sh" vbs-config "$keystone_dir" "$work/vbs-keystone.toml"
         start_vbs "$work/keystone" --auth keystone --config "$work/vbs-keystone.toml"
         read -r token project < <("$fvenv/bin/python" "$repo/tests/fuzz/seed.py" --keystone-token "$seedfile")
         run_mode keystone "$token" "$project"

@@ -6,6 +6,9 @@
 #   scripts/keystone.sh object-store DIR URL
 #                                         point the object-store endpoint at URL (a template:
 #                                         http://HOST:PORT/v1/AUTH_%(project_id)s)
+#   scripts/keystone.sh vbs-config DIR FILE
+#                                         write vbs's [keystone] section (the service
+#                                         user's credentials) to FILE, mode 600
 #   scripts/keystone.sh stop DIR          stop the server started in DIR
 #
 # start: SQLite database and fernet keys under DIR, gunicorn on 127.0.0.1:$KEYSTONE_PORT
@@ -128,6 +131,20 @@ endpoint() { # endpoint|object-store DIR URL
     "$kvenv/bin/python" "$helpers/seed.py" "$what" "$dir" "$url"
 }
 
+vbs_config() { # vbs-config DIR FILE: vbs's [keystone] section, the service user's credentials
+    local seed=$1/seed.json file=$2
+    [[ -f "$seed" ]] || die "no $seed (start first)"
+    field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$seed" "$1"; }
+    (umask 077 && cat >"$file" <<CONF
+[keystone]
+auth_url = "$(field 'auth_url')"
+username = "$(field 'service["user"]')"
+password = "$(field 'service["password"]')"
+project_name = "$(field 'service["project"]')"
+CONF
+    )
+}
+
 stop() {
     local dir=$1 pid
     [[ -f "$dir/gunicorn.pid" ]] || { echo "keystone.sh: nothing running in $dir" >&2; return 0; }
@@ -143,6 +160,7 @@ stop() {
 case "${1:-}" in
     start) [[ $# -eq 2 ]] || die "usage: $0 start DIR"; start "$2" ;;
     endpoint|object-store) [[ $# -eq 3 ]] || die "usage: $0 $1 DIR URL"; endpoint "$1" "$2" "$3" ;;
+    vbs-config) [[ $# -eq 3 ]] || die "usage: $0 vbs-config DIR FILE"; vbs_config "$2" "$3" ;;
     stop) [[ $# -eq 2 ]] || die "usage: $0 stop DIR"; stop "$2" ;;
-    *) die "usage: $0 start DIR | endpoint DIR URL | object-store DIR URL | stop DIR" ;;
+    *) die "usage: $0 start DIR | endpoint DIR URL | object-store DIR URL | vbs-config DIR FILE | stop DIR" ;;
 esac

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/pinned-venv.sh
+source "$repo/scripts/lib/pinned-venv.sh"
 tvenv=$repo/.venv-tempest
 packages=(tempest==47.0.0 cinder-tempest-plugin==1.23.0)
 vbs_bin=${VBS_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/vbs}
@@ -40,17 +42,6 @@ die() { echo "tempest.sh: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stamp() { echo "[tempest.sh $(date +%T)] $*"; }
 
-install_tempest() {
-    local want stamp="$tvenv/.packages"
-    want=$( { python3 -c 'import sys; print(sys.version)'; printf '%s\n' "${packages[@]}"; } | sha256sum | cut -d' ' -f1)
-    if [[ -x "$tvenv/bin/tempest" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        return
-    fi
-    stamp "installing ${packages[*]} into $tvenv"
-    [[ -x "$tvenv/bin/python" ]] || python3 -m venv "$tvenv"
-    "$tvenv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
-    echo "$want" >"$stamp"
-}
 
 vbs_pid=
 cleanup() {
@@ -62,7 +53,7 @@ cleanup() {
 trap cleanup EXIT
 
 [[ -x "$vbs_bin" ]] || die "no vbs binary at $vbs_bin (cargo build, or set VBS_BIN)"
-install_tempest
+pinned_venv "$tvenv" tempest "${packages[@]}"
 
 keystone_port=${KEYSTONE_PORT:-$(free_port)}
 vbs_port=${VBS_PORT:-$(free_port)}
@@ -74,15 +65,7 @@ KEYSTONE_WORKERS=1 KEYSTONE_PORT=$keystone_port "$repo/scripts/keystone.sh" star
     || { cat "$work/keystone.out" >&2; die "keystone did not start"; }
 seed=$work/keystone/seed.json
 field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))' "$seed" "$1"; }
-
-cat >"$work/vbs.toml" <<CONF
-[keystone]
-auth_url = "$(field 'auth_url')"
-username = "$(field 'service["user"]')"
-password = "$(field 'service["password"]')"
-project_name = "$(field 'service["project"]')"
-CONF
-chmod 600 "$work/vbs.toml"
+"$repo/scripts/keystone.sh" vbs-config "$work/keystone" "$work/vbs.toml"
 mkdir -p "$work/data"
 stamp "vbs on port $vbs_port"
 "$vbs_bin" serve --listen "127.0.0.1:$vbs_port" --data-dir "$work/data" --auth keystone \
