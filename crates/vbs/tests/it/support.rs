@@ -148,6 +148,10 @@ pub struct Server {
     extra_args: Vec<String>,
     /// The server's `RUST_LOG` (`warn` unless a test reads its log).
     rust_log: String,
+    /// Environment the next [`Server::restart`] starts it with (`VBS_STORE_FAULTS`…).
+    pub envs: Vec<(String, String)>,
+    /// Starts that exited before listening (a store fault while opening the repository).
+    pub failed_starts: u64,
     http: reqwest::Client,
 }
 
@@ -258,7 +262,7 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let child = Self::spawn(&dir, &catalog, extra_args, rust_log);
+        let child = Self::spawn(&dir, &catalog, extra_args, rust_log, &[]);
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Owned from here on, so that a failing assertion still stops the process.
         let mut server = Server {
@@ -269,6 +273,8 @@ impl Server {
             catalog,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             rust_log: rust_log.to_owned(),
+            envs: Vec::new(),
+            failed_starts: 0,
             http: reqwest::Client::new(),
         };
         server.read_address();
@@ -283,14 +289,38 @@ impl Server {
     }
 
     /// Starts the server again (after [`Server::kill`]) on the same data directory,
-    /// catalog and arguments.
+    /// catalog and arguments, with [`Server::envs`]. With injected store faults a start
+    /// may fail while it opens the repository (the process exits, as it should when
+    /// its store fails): it is started again, as a supervisor would, a few times.
     pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        self.child = Self::spawn(&self.dir, &self.catalog, &extra, &self.rust_log);
+        let faulty = self.envs.iter().any(|(k, _)| k == "VBS_STORE_FAULTS");
+        for _ in 0..20 {
+            self.child = Self::spawn(&self.dir, &self.catalog, &extra, &self.rust_log, &self.envs);
+            if !faulty {
+                break;
+            }
+            match try_listening_at(&mut self.child) {
+                Some(base) => {
+                    self.base = base;
+                    return;
+                }
+                None => {
+                    let _ = self.child.wait();
+                    self.failed_starts += 1;
+                }
+            }
+        }
         self.read_address();
     }
 
-    fn spawn(dir: &std::path::Path, catalog: &str, extra_args: &[&str], rust_log: &str) -> Child {
+    fn spawn(
+        dir: &std::path::Path,
+        catalog: &str,
+        extra_args: &[&str],
+        rust_log: &str,
+        envs: &[(String, String)],
+    ) -> Child {
         // The server's log goes to a file: an inherited pipe would keep the test
         // harness waiting if a server outlived its test. Restarts append to it.
         let log = std::fs::OpenOptions::new()
@@ -311,6 +341,7 @@ impl Server {
             .args(["--catalog", catalog])
             .args(extra_args)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -320,7 +351,7 @@ impl Server {
     /// Another API node on this server's data directory and catalog, with `extra_args`:
     /// its process and its base URL.
     pub fn another_node(&self, extra_args: &[&str]) -> (Child, String) {
-        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log);
+        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log, &[]);
         let base = listening_at(&self.dir, &mut child);
         (child, base)
     }
@@ -437,6 +468,16 @@ impl Server {
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait")
     }
+}
+
+/// The base URL a freshly started `vbs serve` announces on its first line, or `None`
+/// when it exits first.
+fn try_listening_at(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).ok()?;
+    let addr = line.trim().strip_prefix("listening on ")?;
+    Some(format!("http://{addr}"))
 }
 
 /// The base URL a freshly started `vbs serve` announces on its first line (its log,
