@@ -143,7 +143,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     dir: PathBuf,
-    database: Option<String>,
+    /// A database made for this server: (server root, name), dropped with it.
+    database: Option<(String, String)>,
     pub catalog: String,
     extra_args: Vec<String>,
     /// The server's `RUST_LOG` (`warn` unless a test reads its log).
@@ -160,10 +161,11 @@ pub fn pg_root() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn psql(sql: &str) {
+/// Runs `sql` on the `PostgreSQL` server at `root` (`postgres://user@host:port`).
+pub fn psql_at(root: &str, sql: &str) {
     let out = Command::new("psql")
         .args([
-            &format!("{}/postgres", pg_root()),
+            &format!("{root}/postgres"),
             "-v",
             "ON_ERROR_STOP=1",
             "-qc",
@@ -210,8 +212,9 @@ pub fn spawn_node(mut cmd: Command, log: &std::path::Path, ready: &str) -> Child
 }
 
 impl Server {
-    /// A data directory and catalog (a fresh database on PostgreSQL), seeded with `rows`.
-    pub fn prepare(backend: Backend) -> (PathBuf, String, Option<String>) {
+    /// A data directory and catalog (a fresh database on the `PostgreSQL` server at
+    /// `root`).
+    fn prepare_at(backend: Backend, root: &str) -> (PathBuf, String, Option<(String, String)>) {
         let dir = std::env::temp_dir().join(format!("vbs-it-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         match backend {
@@ -221,8 +224,8 @@ impl Server {
             }
             Backend::Postgres => {
                 let db = format!("vbs_it_{}", uuid::Uuid::new_v4().simple());
-                psql(&format!("CREATE DATABASE {db}"));
-                (dir, format!("{}/{db}", pg_root()), Some(db))
+                psql_at(root, &format!("CREATE DATABASE {db}"));
+                (dir, format!("{root}/{db}"), Some((root.to_owned(), db)))
             }
         }
     }
@@ -242,7 +245,18 @@ impl Server {
         extra_args: &[&str],
         rust_log: &str,
     ) -> Server {
-        let (dir, catalog, database) = Self::prepare(backend);
+        Self::start_at(backend, &pg_root(), rows, extra_args, rust_log)
+    }
+
+    /// [`Server::start_logging`], on the `PostgreSQL` server at `pg_root` (a test's own).
+    pub fn start_at(
+        backend: Backend,
+        pg_root: &str,
+        rows: &[Value],
+        extra_args: &[&str],
+        rust_log: &str,
+    ) -> Server {
+        let (dir, catalog, database) = Self::prepare_at(backend, pg_root);
         if !rows.is_empty() {
             let file = dir.join("seed.jsonl");
             let mut f = std::fs::File::create(&file).expect("seed file");
@@ -503,8 +517,8 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(db) = &self.database {
-            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        if let Some((root, db)) = &self.database {
+            psql_at(root, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
         }
     }
 }
