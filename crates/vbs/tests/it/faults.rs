@@ -9,7 +9,7 @@
 //!
 //! CI runs a short campaign (4 kill points per operation);
 //! `VBS_FAULT_CAMPAIGN_POINTS=20` makes it the long one (`bench/faults`).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -251,7 +251,7 @@ impl Proxy {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         let url = format!("127.0.0.1:{}", self.port);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(&url) {
@@ -360,7 +360,7 @@ async fn settle(c: &Cluster) -> (BTreeMap<String, Value>, BTreeMap<String, Value
 async fn restore_until_ok(c: &Cluster, backup: &str, expected: &Path) -> u64 {
     for failed in 0..10 {
         let (st, r) = call(
-            &c,
+            c,
             Method::POST,
             &format!("backups/{backup}/restore"),
             Some(json!({"restore": {}})),
@@ -376,7 +376,7 @@ async fn restore_until_ok(c: &Cluster, backup: &str, expected: &Path) -> u64 {
         } else {
             assert_eq!(status(v), "error", "restored volume: {v}");
         }
-        let (st, b) = call(&c, Method::DELETE, &format!("volumes/{vid}"), None).await;
+        let (st, b) = call(c, Method::DELETE, &format!("volumes/{vid}"), None).await;
         assert_eq!(st, 202, "{b}");
         if ok {
             return failed;
@@ -449,7 +449,7 @@ async fn store_faults_swift_proxy_kills_and_postgres_restarts_cluster() {
     let mut rng = Rng::new(16_2026);
     let mut expected: BTreeMap<String, PathBuf> = BTreeMap::new();
     let (mut runs, mut kills, mut restarts, mut restores_failed) = (0u64, 0u64, 0u64, 0u64);
-    let mut checked: std::collections::BTreeSet<String> = Default::default();
+    let mut checked = std::collections::BTreeSet::<String>::new();
     let rounds = points(3);
     let ops = ["full", "incremental", "restore", "delete"];
     let mut n = 0u64;
@@ -467,8 +467,7 @@ async fn store_faults_swift_proxy_kills_and_postgres_restarts_cluster() {
                 .map(|(id, _)| id)
                 .collect();
             let op = match *op {
-                "incremental" if available.is_empty() => "full",
-                "restore" if available.is_empty() => "full",
+                "incremental" | "restore" if available.is_empty() => "full",
                 "delete" if leaves.is_empty() => "full",
                 other => other,
             };
