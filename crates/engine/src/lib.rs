@@ -225,9 +225,24 @@ impl Engine {
             other => other,
         };
         let keys = match (store.get(crypt::KEYS_KEY).await, encryption) {
-            (Ok(stored), Encryption::Key(master)) => {
-                Some(DataKeys::unwrap(&stored, master).map_err(named)?)
-            }
+            (Ok(stored), Encryption::Key(master)) => match DataKeys::unwrap(&stored, master) {
+                Ok(keys) => Some(keys),
+                // A damaged keys object (not another master key's) in a repository
+                // that holds no data: the write that made it was torn before anything
+                // was sealed with them, so nothing is lost by making them again. (The
+                // service opens an empty repository under the catalog's exclusive
+                // repository lock, so two nodes never both replace them.) With data,
+                // damaged keys stay an error: the data would be unreadable.
+                Err(EngineError::Corrupt(m)) if Self::is_empty(&store).await? => {
+                    tracing::warn!(repository = %location, error = %m, "the repository's keys object is damaged and it holds no data yet: making its keys again");
+                    let keys = DataKeys::generate();
+                    store
+                        .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(master)))
+                        .await?;
+                    Some(keys)
+                }
+                Err(e) => return Err(named(e)),
+            },
             (Ok(_), Encryption::Off) => {
                 return Err(named(EngineError::Key(
                     "it is encrypted and no master key was given (key_file or \
@@ -236,9 +251,7 @@ impl Engine {
                 )));
             }
             (Err(StoreError::NotFound(_)), Encryption::Key(master)) => {
-                let empty = store.list("manifests/").await?.is_empty()
-                    && store.list("packs/").await?.is_empty();
-                if empty {
+                if Self::is_empty(&store).await? {
                     let keys = DataKeys::generate();
                     store
                         .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(master)))
@@ -258,6 +271,11 @@ impl Engine {
             options,
             keys: keys.map(Arc::new),
         })
+    }
+
+    /// Whether the repository holds no backup data (no manifest, no pack).
+    async fn is_empty(store: &Store) -> Result<bool, EngineError> {
+        Ok(store.list("manifests/").await?.is_empty() && store.list("packs/").await?.is_empty())
     }
 
     /// Whether new data is sealed.

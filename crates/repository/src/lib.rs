@@ -42,8 +42,14 @@
 //! is retried with jittered exponential backoff (5 more times, 0.2 s doubling) when it
 //! failed with a 5xx, a timeout or a connection error. A Swift token is replaced before
 //! it expires, and a request refused with 401/403 re-authenticates and is retried once.
+//!
+//! # Injected faults
+//!
+//! With `VBS_STORE_FAULTS` set (fault campaigns only, never a real service) every store
+//! fails, delays, truncates reads and tears writes at random; see [`faults`].
 
 mod credentials;
+pub mod faults;
 mod location;
 mod net;
 mod s3;
@@ -141,6 +147,8 @@ struct Inner {
     backend: Backend,
     /// Log-safe description: the URL without credentials.
     location: String,
+    /// Injected faults, for fault campaigns only (`VBS_STORE_FAULTS`, see [`faults`]).
+    faults: Option<faults::Faults>,
 }
 
 enum Backend {
@@ -177,10 +185,10 @@ impl Store {
         let op = Operator::new(builder).map_err(|e| StoreError::from_opendal("", e))?;
         let location = url::Url::from_directory_path(&root)
             .map_or_else(|()| root.display().to_string(), |u| u.to_string());
-        Ok(Self::from_backend(
+        Self::from_backend(
             Backend::Local { op, root },
             location.trim_end_matches('/').to_owned(),
-        ))
+        )
     }
 
     /// Opens the store `url` names (see the crate docs for the forms), with `creds`
@@ -196,21 +204,28 @@ impl Store {
             Target::Swift(target) => {
                 let swift = Swift::open(target, creds, net::client()?).await?;
                 let location = swift.location();
-                Ok(Self::from_backend(Backend::Swift(swift), location))
+                Self::from_backend(Backend::Swift(swift), location)
             }
             Target::S3(target) => {
                 let client = net::client()?;
                 let (op, location) =
                     s3::open(&target, creds, &client, |name| std::env::var(name).ok()).await?;
-                Ok(Self::from_backend(Backend::S3(op), location))
+                Self::from_backend(Backend::S3(op), location)
             }
         }
     }
 
-    fn from_backend(backend: Backend, location: String) -> Self {
-        Self {
-            inner: Arc::new(Inner { backend, location }),
-        }
+    /// The store over `backend`, injecting faults when `VBS_STORE_FAULTS` asks for
+    /// them (a malformed value is a configuration error).
+    fn from_backend(backend: Backend, location: String) -> Result<Self, StoreError> {
+        let faults = faults::Faults::from_env(&location)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                location,
+                faults,
+            }),
+        })
     }
 
     /// Where this store is, safe to log: `file:///srv/vbs`,
@@ -246,6 +261,19 @@ impl Store {
 
     /// Stores `data` under `key`: atomic, and durable when this returns `Ok`.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::Put, key).await?;
+            if let Some(kept) = f.tear(data.len())
+                && !self.exists_raw(key).await?
+            {
+                self.put_raw(key, data.slice(..kept)).await?;
+                return Err(f.torn(key, kept, data.len()));
+            }
+        }
+        self.put_raw(key, data).await
+    }
+
+    async fn put_raw(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         match &self.inner.backend {
             Backend::Local { op, root } => {
                 op.write(key, data)
@@ -332,27 +360,47 @@ impl Store {
 
     /// The whole object.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::Get, key).await?;
+        }
         let buf = self
             .run(key, |op| async move { op.read(key).await })
             .await?;
-        Ok(buf.to_bytes())
+        Ok(self.read_back(faults::Op::Get, key, buf.to_bytes()))
+    }
+
+    fn read_back(&self, op: faults::Op, key: &str, data: Bytes) -> Bytes {
+        match &self.inner.faults {
+            Some(f) => f.after_read(op, key, data),
+            None => data,
+        }
     }
 
     /// A byte range of the object, fetched with a ranged request (never the whole
     /// object cut down). A range reaching past the object's end is an error on every
     /// backend (`OpenDAL` checks the length it got against the length asked for).
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::GetRange, key).await?;
+        }
         let buf = self
             .run(key, |op| {
                 let range = range.clone();
                 async move { op.read_with(key).range(range).await }
             })
             .await?;
-        Ok(buf.to_bytes())
+        Ok(self.read_back(faults::Op::GetRange, key, buf.to_bytes()))
     }
 
     /// Whether an object exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::Exists, key).await?;
+        }
+        self.exists_raw(key).await
+    }
+
+    async fn exists_raw(&self, key: &str) -> Result<bool, StoreError> {
         self.run(key, |op| async move { op.exists(key).await })
             .await
     }
@@ -360,6 +408,9 @@ impl Store {
     /// Every object whose key starts with `prefix` (a "directory" ending in `/`),
     /// recursively, directories themselves left out.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::List, prefix).await?;
+        }
         let entries = self
             .run("", |op| async move {
                 match op.list_with(prefix).recursive(true).await {
@@ -389,6 +440,9 @@ impl Store {
     /// Removes an object; a missing one is not an error (on Swift and S3 a plain
     /// DELETE, 404 counting as done).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::Delete, key).await?;
+        }
         self.run(key, |op| async move {
             match op.delete(key).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

@@ -513,14 +513,11 @@ impl Config {
     ) -> anyhow::Result<vbs_engine::Engine> {
         let store = self.open_repository().await?;
         let options = options.unwrap_or_else(|| vbs_engine::EngineOptions::for_store(&store));
-        let has_keys = store
-            .exists(vbs_engine::crypt::KEYS_KEY)
-            .await
-            .with_context(|| format!("reading repository {}", store.location()))?;
         // Keys are only ever made for a repository with no data (a plaintext one stays
-        // as it is), so only then is the lock worth waiting for.
-        let may_create = !has_keys
-            && self.encryption
+        // as it is), so only then is the lock worth waiting for: when it has none, or
+        // has keys that a torn write may have damaged (`Engine::open` makes them again
+        // then, and must not race another node doing the same).
+        let may_create = self.encryption
             && store.list("manifests/").await?.is_empty()
             && store.list("packs/").await?.is_empty();
         let lock = match creator {

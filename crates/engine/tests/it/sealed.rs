@@ -335,3 +335,37 @@ async fn an_old_plaintext_repository_keeps_working() {
     restore(&e, "b2", &repo.path("b2.out")).await.unwrap();
     assert!(image::same(&src, &repo.path("b2.out")));
 }
+
+/// Regression (fault campaign, issue 16): a write of `keys.json` torn while a new
+/// repository was made left a prefix of it, and every later open failed on it as
+/// corrupt: the repository could never be used. With no data in the repository yet,
+/// the damaged keys are made again; with data, damaged keys stay an error.
+#[tokio::test]
+async fn torn_keys_object_of_an_empty_repository_bricked_it() {
+    let repo = Repo::new();
+    let master = MasterKey::generate();
+    let key = Encryption::Key(master.clone());
+    repo.open(&key).await.unwrap();
+    let keys = repo.path("repo").join(vbs_engine::crypt::KEYS_KEY);
+    let whole = std::fs::read(&keys).unwrap();
+    std::fs::write(&keys, &whole[..whole.len() / 2]).unwrap();
+    let e = repo.open(&key).await.unwrap();
+    assert!(e.is_encrypted());
+    let src = repo.path("src.img");
+    image::create(&src, 4, 1);
+    backup(&e, "b1", &src, None).await;
+    // Opened again, the new keys read the backup.
+    let e = repo.open(&key).await.unwrap();
+    restore(&e, "b1", &repo.path("out.img")).await.unwrap();
+    assert!(image::same(&src, &repo.path("out.img")));
+    // Another master key is still refused, and damaged keys of a repository with data
+    // are an error, never replaced.
+    let other = Encryption::Key(MasterKey::generate());
+    assert!(matches!(repo.open(&other).await, Err(EngineError::Key(_))));
+    let whole = std::fs::read(&keys).unwrap();
+    std::fs::write(&keys, &whole[..whole.len() / 2]).unwrap();
+    assert!(matches!(
+        repo.open(&key).await,
+        Err(EngineError::Corrupt(_))
+    ));
+}

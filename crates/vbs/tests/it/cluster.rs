@@ -35,22 +35,41 @@ fn repository() -> String {
 
 /// An API node (with the scheduler) started by [`Server`], plus worker nodes on the
 /// same data directory (the shared volume pool), catalog and repository.
-struct Cluster {
-    api: Server,
+pub(crate) struct Cluster {
+    pub api: Server,
     config_dir: PathBuf,
     repository: String,
-    workers: BTreeMap<String, Child>,
+    pub workers: BTreeMap<String, Child>,
+    /// Environment of the worker nodes (`VBS_STORE_FAULTS`…).
+    worker_envs: Vec<(String, String)>,
 }
 
 impl Cluster {
     fn start(workers: &[&str]) -> Cluster {
+        Self::start_on(
+            &crate::support::pg_root(),
+            repository(),
+            Vec::new(),
+            workers,
+        )
+    }
+
+    /// A cluster on the `PostgreSQL` server at `pg_root` and the repository
+    /// `repository` (whose container is removed at the end), its workers started with
+    /// `worker_envs`.
+    pub(crate) fn start_on(
+        pg_root: &str,
+        repository: String,
+        worker_envs: Vec<(String, String)>,
+        workers: &[&str],
+    ) -> Cluster {
         let config_dir =
             std::env::temp_dir().join(format!("vbs-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&config_dir).unwrap();
-        let repository = repository();
         let api_config = Self::config(&config_dir, &repository, "api", 0);
-        let api = Server::start_with(
+        let api = Server::start_at(
             Backend::Postgres,
+            pg_root,
             &[],
             &[
                 "--role",
@@ -58,12 +77,14 @@ impl Cluster {
                 "--config",
                 api_config.to_str().unwrap(),
             ],
+            "warn",
         );
         let mut c = Cluster {
             api,
             config_dir,
             repository,
             workers: BTreeMap::new(),
+            worker_envs,
         };
         for w in workers {
             c.start_worker(w);
@@ -89,7 +110,7 @@ impl Cluster {
     /// Starts (or starts again) a worker node and waits until it is ready. Its
     /// repository comes from `--repository` (the credentials from its file); the
     /// file names another, which the flag overrides.
-    fn start_worker(&mut self, name: &str) {
+    pub(crate) fn start_worker(&mut self, name: &str) {
         let (cmd, log, ready) = self.worker_command(name);
         let child = spawn_node(cmd, &log, &ready);
         self.workers.insert(name.to_owned(), child);
@@ -108,7 +129,8 @@ impl Cluster {
                 &self.repository,
             ])
             .arg("--config")
-            .arg(&config);
+            .arg(&config)
+            .envs(self.worker_envs.iter().map(|(k, v)| (k, v)));
         (
             cmd,
             self.config_dir.join(format!("{name}.log")),
@@ -116,7 +138,7 @@ impl Cluster {
         )
     }
 
-    fn kill(&mut self, name: &str) {
+    pub(crate) fn kill(&mut self, name: &str) {
         let mut child = self.workers.remove(name).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -147,7 +169,7 @@ impl Cluster {
     }
 
     /// `vbs admin verify` of these backups, from another process.
-    fn admin_verify(&self, ids: &[String]) -> std::process::Output {
+    pub(crate) fn admin_verify(&self, ids: &[String]) -> std::process::Output {
         let config = Self::config(&self.config_dir, &self.repository, "verify", 0);
         vbs()
             .args(["admin", "verify", "--data-dir"])
@@ -160,7 +182,12 @@ impl Cluster {
             .unwrap()
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let (st, b) = self
             .api
             .call(
@@ -174,7 +201,7 @@ impl Cluster {
         (st.as_u16(), b)
     }
 
-    async fn volume(&self, name: &str) -> String {
+    pub(crate) async fn volume(&self, name: &str) -> String {
         let (st, b) = self
             .call(
                 Method::POST,
@@ -208,7 +235,7 @@ impl Cluster {
         b["backup"]["id"].as_str().unwrap().to_owned()
     }
 
-    async fn wait(&self, what: &str, key: &str, id: &str, want: &str) -> Value {
+    pub(crate) async fn wait(&self, what: &str, key: &str, id: &str, want: &str) -> Value {
         let path = format!("/v3/{PA}/{what}/{id}");
         wait_status(&self.api, &path, &token("usera", PA), key, want).await
     }
@@ -229,7 +256,7 @@ impl Cluster {
         self.volume_file(&vol)
     }
 
-    fn volume_file(&self, id: &str) -> PathBuf {
+    pub(crate) fn volume_file(&self, id: &str) -> PathBuf {
         self.api.dir().join("volumes").join(format!("{id}.img"))
     }
 

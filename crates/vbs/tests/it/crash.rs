@@ -89,17 +89,42 @@ fn reason(v: &Value) -> &str {
 /// On `SQLite` (one process) a restart runs interrupted jobs again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_backup_restore_delete_and_gc_sqlite() {
-    run(Backend::Sqlite, 6).await;
+    run(Backend::Sqlite, 6, None).await;
 }
 
 /// On `PostgreSQL` a restarted node takes a dead worker's jobs over when their lease
 /// runs out: fewer points, as each restart waits for a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_backup_restore_delete_and_gc_postgres() {
-    run(Backend::Postgres, 2).await;
+    run(Backend::Postgres, 2, None).await;
 }
 
-async fn run(backend: Backend, per_op: u64) {
+/// Store faults for the kill rounds of [`run`] (the measuring runs and the final
+/// sweep go without): `VBS_STORE_FAULTS`, and the file each fault is logged to.
+pub(crate) struct StoreFaults {
+    pub spec: String,
+    pub log: std::path::PathBuf,
+}
+
+/// What a campaign did.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Operations started.
+    pub runs: u64,
+    /// SIGKILLs sent.
+    pub kills: u64,
+    /// Restores of available backups that failed (loudly) on an injected fault.
+    pub restores_failed: u64,
+    /// Starts that exited on a store fault before they listened.
+    pub failed_starts: u64,
+    pub restores_checked: u64,
+}
+
+/// Runs the crash campaign: `per_op` kill points for each of full, incremental,
+/// restore and delete (+ GC), with `faults` injected in the store during the kill
+/// rounds.
+pub(crate) async fn run(backend: Backend, per_op: u64, faults: Option<StoreFaults>) -> Counts {
+    let mut counts = Counts::default();
     let started = Instant::now();
     // A short lease, so that nothing waits long for a dead worker's claim.
     let config = std::env::temp_dir().join(format!("vbs-crash-{}.toml", uuid::Uuid::new_v4()));
@@ -114,6 +139,8 @@ async fn run(backend: Backend, per_op: u64) {
         refs,
         expected: BTreeMap::new(),
         restores_checked: 0,
+        faulty: false,
+        restores_failed: 0,
     };
     let (st, v) = h
         .call(
@@ -153,9 +180,23 @@ async fn run(backend: Backend, per_op: u64) {
     took.insert(Op::Delete, d);
     h.expected.remove(&second);
     let mut n = 4;
+    counts.runs = 5;
     eprintln!(
         "crash: {backend:?} measured {took:?}, new packs {packs:?}, restore writes {restored} bytes"
     );
+    // From here on the store misbehaves (the measuring runs went without).
+    if let Some(f) = &faults {
+        h.s.envs = vec![
+            ("VBS_STORE_FAULTS".into(), f.spec.clone()),
+            (
+                "VBS_STORE_FAULTS_LOG".into(),
+                f.log.to_string_lossy().into_owned(),
+            ),
+        ];
+        h.faulty = true;
+        h.s.kill();
+        h.s.restart();
+    }
 
     let mut outcomes: BTreeMap<(Op, String), u64> = BTreeMap::new();
     let mut phases: BTreeMap<(Op, String), u64> = BTreeMap::new();
@@ -192,7 +233,13 @@ async fn run(backend: Backend, per_op: u64) {
                 }
             };
             let any = backups.values().any(|b| status(b) == "available");
-            let op = if op == Op::Incremental && !any {
+            let op = if op == Op::Incremental && !any
+                || matches!(op, Op::Restore | Op::Delete)
+                    && !backups.values().any(|b| {
+                        status(b) == "available"
+                            && (op != Op::Delete || b["has_dependent_backups"] == false)
+                    }) {
+                // Faults failed every backup there was: make one.
                 Op::Full
             } else {
                 op
@@ -209,6 +256,8 @@ async fn run(backend: Backend, per_op: u64) {
             h.wait_for(trigger, &disk, target.as_deref(), took[&op] * 3)
                 .await;
             h.s.kill();
+            counts.kills += 1;
+            counts.runs += 1;
             let phase = Disk::read(h.s.dir()).phase(&disk, op, target.as_deref(), restored);
             h.s.restart();
             let answer = req.await.unwrap();
@@ -325,7 +374,7 @@ async fn run(backend: Backend, per_op: u64) {
 
     // The kills interrupted real work, not only idle servers (on SQLite a restart
     // says so when it queues interrupted jobs again; PostgreSQL leaves them to leases).
-    if matches!(backend, Backend::Sqlite) {
+    if matches!(backend, Backend::Sqlite) && faults.is_none() {
         let log = std::fs::read_to_string(h.s.dir().join("server.log")).unwrap();
         let recovered = log
             .matches("backup work interrupted by the last shutdown recovered")
@@ -336,17 +385,37 @@ async fn run(backend: Backend, per_op: u64) {
         );
     }
 
-    // Without kills now: delete every backup, leaves first. GC must then leave an
-    // empty repository: whatever interrupted backups wrote was garbage it collects.
+    // Without kills (and faults) now: delete every backup, leaves first. GC must then
+    // leave an empty repository: whatever interrupted (or faulted) backups wrote was
+    // garbage it collects.
+    if faults.is_some() {
+        h.s.envs.clear();
+        h.s.kill();
+        h.s.restart();
+    }
     loop {
         let (backups, _) = h.settle().await;
-        let Some((id, _)) = backups
+        let Some((id, b)) = backups
             .iter()
             .find(|(_, b)| b["has_dependent_backups"] == false)
         else {
             assert!(backups.is_empty(), "undeletable: {backups:?}");
             break;
         };
+        if status(b) == "error_deleting" {
+            // A delete that failed on a store fault: as in Cinder, an admin resets it
+            // to `error` before deleting it again.
+            let (st, r) =
+                h.s.call(
+                    Method::POST,
+                    &format!("/v3/{PROJECT}/backups/{id}/action"),
+                    Some(&token("admin", PROJECT)),
+                    Some(MV),
+                    Some(&json!({"os-reset_status": {"status": "error"}})),
+                )
+                .await;
+            assert_eq!(st, 202, "reset {id}: {r}");
+        }
         // `available` and `error` backups are deletable, and nothing else is left.
         let (st, b) = h.call(Method::DELETE, &format!("backups/{id}"), None).await;
         assert_eq!(st, 202, "cannot delete {id}: {b}");
@@ -371,4 +440,8 @@ async fn run(backend: Backend, per_op: u64) {
         started.elapsed()
     );
     let _ = std::fs::remove_file(&config);
+    counts.restores_failed = h.restores_failed;
+    counts.restores_checked = h.restores_checked;
+    counts.failed_starts = h.s.failed_starts;
+    counts
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod crash;
 mod detail;
 mod encryption;
+mod faults;
 mod list;
 mod metrics;
 mod nodes;

@@ -143,11 +143,16 @@ pub struct Server {
     child: Child,
     pub base: String,
     dir: PathBuf,
-    database: Option<String>,
+    /// A database made for this server: (server root, name), dropped with it.
+    database: Option<(String, String)>,
     pub catalog: String,
     extra_args: Vec<String>,
     /// The server's `RUST_LOG` (`warn` unless a test reads its log).
     rust_log: String,
+    /// Environment the next [`Server::restart`] starts it with (`VBS_STORE_FAULTS`…).
+    pub envs: Vec<(String, String)>,
+    /// Starts that exited before listening (a store fault while opening the repository).
+    pub failed_starts: u64,
     http: reqwest::Client,
 }
 
@@ -156,10 +161,11 @@ pub fn pg_root() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn psql(sql: &str) {
+/// Runs `sql` on the `PostgreSQL` server at `root` (`postgres://user@host:port`).
+pub fn psql_at(root: &str, sql: &str) {
     let out = Command::new("psql")
         .args([
-            &format!("{}/postgres", pg_root()),
+            &format!("{root}/postgres"),
             "-v",
             "ON_ERROR_STOP=1",
             "-qc",
@@ -206,8 +212,9 @@ pub fn spawn_node(mut cmd: Command, log: &std::path::Path, ready: &str) -> Child
 }
 
 impl Server {
-    /// A data directory and catalog (a fresh database on PostgreSQL), seeded with `rows`.
-    pub fn prepare(backend: Backend) -> (PathBuf, String, Option<String>) {
+    /// A data directory and catalog (a fresh database on the `PostgreSQL` server at
+    /// `root`).
+    fn prepare_at(backend: Backend, root: &str) -> (PathBuf, String, Option<(String, String)>) {
         let dir = std::env::temp_dir().join(format!("vbs-it-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         match backend {
@@ -217,8 +224,8 @@ impl Server {
             }
             Backend::Postgres => {
                 let db = format!("vbs_it_{}", uuid::Uuid::new_v4().simple());
-                psql(&format!("CREATE DATABASE {db}"));
-                (dir, format!("{}/{db}", pg_root()), Some(db))
+                psql_at(root, &format!("CREATE DATABASE {db}"));
+                (dir, format!("{root}/{db}"), Some((root.to_owned(), db)))
             }
         }
     }
@@ -238,7 +245,18 @@ impl Server {
         extra_args: &[&str],
         rust_log: &str,
     ) -> Server {
-        let (dir, catalog, database) = Self::prepare(backend);
+        Self::start_at(backend, &pg_root(), rows, extra_args, rust_log)
+    }
+
+    /// [`Server::start_logging`], on the `PostgreSQL` server at `pg_root` (a test's own).
+    pub fn start_at(
+        backend: Backend,
+        pg_root: &str,
+        rows: &[Value],
+        extra_args: &[&str],
+        rust_log: &str,
+    ) -> Server {
+        let (dir, catalog, database) = Self::prepare_at(backend, pg_root);
         if !rows.is_empty() {
             let file = dir.join("seed.jsonl");
             let mut f = std::fs::File::create(&file).expect("seed file");
@@ -258,7 +276,7 @@ impl Server {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let child = Self::spawn(&dir, &catalog, extra_args, rust_log);
+        let child = Self::spawn(&dir, &catalog, extra_args, rust_log, &[]);
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Owned from here on, so that a failing assertion still stops the process.
         let mut server = Server {
@@ -269,6 +287,8 @@ impl Server {
             catalog,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             rust_log: rust_log.to_owned(),
+            envs: Vec::new(),
+            failed_starts: 0,
             http: reqwest::Client::new(),
         };
         server.read_address();
@@ -283,14 +303,38 @@ impl Server {
     }
 
     /// Starts the server again (after [`Server::kill`]) on the same data directory,
-    /// catalog and arguments.
+    /// catalog and arguments, with [`Server::envs`]. With injected store faults a start
+    /// may fail while it opens the repository (the process exits, as it should when
+    /// its store fails): it is started again, as a supervisor would, a few times.
     pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        self.child = Self::spawn(&self.dir, &self.catalog, &extra, &self.rust_log);
+        let faulty = self.envs.iter().any(|(k, _)| k == "VBS_STORE_FAULTS");
+        for _ in 0..20 {
+            self.child = Self::spawn(&self.dir, &self.catalog, &extra, &self.rust_log, &self.envs);
+            if !faulty {
+                break;
+            }
+            match try_listening_at(&mut self.child) {
+                Some(base) => {
+                    self.base = base;
+                    return;
+                }
+                None => {
+                    let _ = self.child.wait();
+                    self.failed_starts += 1;
+                }
+            }
+        }
         self.read_address();
     }
 
-    fn spawn(dir: &std::path::Path, catalog: &str, extra_args: &[&str], rust_log: &str) -> Child {
+    fn spawn(
+        dir: &std::path::Path,
+        catalog: &str,
+        extra_args: &[&str],
+        rust_log: &str,
+        envs: &[(String, String)],
+    ) -> Child {
         // The server's log goes to a file: an inherited pipe would keep the test
         // harness waiting if a server outlived its test. Restarts append to it.
         let log = std::fs::OpenOptions::new()
@@ -311,6 +355,7 @@ impl Server {
             .args(["--catalog", catalog])
             .args(extra_args)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -320,7 +365,7 @@ impl Server {
     /// Another API node on this server's data directory and catalog, with `extra_args`:
     /// its process and its base URL.
     pub fn another_node(&self, extra_args: &[&str]) -> (Child, String) {
-        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log);
+        let mut child = Self::spawn(&self.dir, &self.catalog, extra_args, &self.rust_log, &[]);
         let base = listening_at(&self.dir, &mut child);
         (child, base)
     }
@@ -439,6 +484,16 @@ impl Server {
     }
 }
 
+/// The base URL a freshly started `vbs serve` announces on its first line, or `None`
+/// when it exits first.
+fn try_listening_at(child: &mut Child) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).ok()?;
+    let addr = line.trim().strip_prefix("listening on ")?;
+    Some(format!("http://{addr}"))
+}
+
 /// The base URL a freshly started `vbs serve` announces on its first line (its log,
 /// in `dir`, in the panic when the line is not that).
 fn listening_at(dir: &std::path::Path, child: &mut Child) -> String {
@@ -462,8 +517,8 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(db) = &self.database {
-            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        if let Some((root, db)) = &self.database {
+            psql_at(root, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
         }
     }
 }

@@ -24,6 +24,9 @@ pub(super) struct Crash {
     /// Backup id → a 1 GiB sparse file with what the volume held when it was requested.
     pub expected: BTreeMap<String, PathBuf>,
     pub restores_checked: u64,
+    /// The store injects faults: a restore may fail (loudly) and is tried again.
+    pub faulty: bool,
+    pub restores_failed: u64,
 }
 
 impl Crash {
@@ -130,8 +133,20 @@ impl Crash {
     }
 
     /// Restores `backup` to a new volume and compares all of it (1 GiB, holes read as
-    /// zeros) with what the volume held when the backup was requested.
+    /// zeros) with what the volume held when the backup was requested. With store
+    /// faults a restore may fail on one, saying so: it is tried again (a few times).
     pub(super) async fn check_restore(&mut self, backup: &str) {
+        for _ in 0..10 {
+            if self.try_restore(backup).await {
+                return;
+            }
+            self.restores_failed += 1;
+        }
+        panic!("available backup {backup} failed 10 restores in a row");
+    }
+
+    /// One [`Crash::check_restore`]: `false` if it failed on an injected fault.
+    async fn try_restore(&mut self, backup: &str) -> bool {
         let (st, r) = self
             .call(
                 Method::POST,
@@ -153,17 +168,29 @@ impl Crash {
             assert!(Instant::now() < deadline, "restore never ended: {v}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        assert_eq!(
-            status(&v["volume"]),
-            "available",
-            "available backup {backup} does not restore: {v}"
-        );
-        assert_same(&self.expected[backup], &self.volume_file(&vid), GIB);
-        self.restores_checked += 1;
+        let ok = status(&v["volume"]) == "available";
+        if ok {
+            assert_same(&self.expected[backup], &self.volume_file(&vid), GIB);
+            self.restores_checked += 1;
+        } else {
+            assert!(
+                self.faulty,
+                "available backup {backup} does not restore: {v}"
+            );
+            let (_, b) = self
+                .call(Method::GET, &format!("backups/{backup}"), None)
+                .await;
+            assert_eq!(
+                status(&b["backup"]),
+                "available",
+                "a failed restore leaves its backup available: {b}"
+            );
+        }
         let (st, b) = self
             .call(Method::DELETE, &format!("volumes/{vid}"), None)
             .await;
         assert_eq!(st, 202, "{b}");
+        ok
     }
 
     /// `vbs admin engine verify` on the repository, naming every available backup: each

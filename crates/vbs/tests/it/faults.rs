@@ -1,0 +1,643 @@
+//! Injected faults (issue 16): the crash campaign of [`crate::crash`] run again with a
+//! store that fails, stalls, truncates reads and tears writes at random
+//! (`VBS_STORE_FAULTS`, crates/repository/src/faults.rs) while the server is killed
+//! with SIGKILL. The invariants are the crash campaign's, checked after every kill:
+//! no backup is `available` whose data is not complete (`vbs admin engine verify`,
+//! run without faults, re-reads and re-hashes all it needs), every restore of an
+//! `available` backup is byte-identical or fails saying why (and a retry succeeds),
+//! every status settles, and GC never removed what an `available` backup needs.
+//!
+//! CI runs a short campaign (4 kill points per operation);
+//! `VBS_FAULT_CAMPAIGN_POINTS=20` makes it the long one (`bench/faults`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::crash::{self, StoreFaults};
+use crate::support::Backend;
+use crate::support::image::{self, MIB, Rng, assert_same};
+
+/// Kill points per operation: 2 in CI, `VBS_FAULT_CAMPAIGN_POINTS` for the long run.
+fn points(ci: u64) -> u64 {
+    std::env::var("VBS_FAULT_CAMPAIGN_POINTS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(ci)
+}
+
+/// Faults injected, by kind, as the processes logged them (`VBS_STORE_FAULTS_LOG`).
+pub(crate) fn injected(log: &Path) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = ["fail", "delay", "truncate", "torn"]
+        .into_iter()
+        .map(|k| (k.to_owned(), 0))
+        .collect();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let kind = line.split(' ').next().unwrap_or_default();
+        *out.entry(kind.to_owned()).or_default() += 1;
+    }
+    out
+}
+
+/// The campaign's one summary line.
+pub(crate) fn summary(what: &str, runs: u64, kills: u64, faults: &BTreeMap<String, u64>) -> String {
+    format!(
+        "fault campaign ({what}): runs {runs}, kills {kills}, faults injected {} (fail {}, \
+         delay {}, truncate {}, torn {}), failures 0",
+        faults.values().sum::<u64>(),
+        faults["fail"],
+        faults["delay"],
+        faults["truncate"],
+        faults["torn"],
+    )
+}
+
+/// A single node on `SQLite` with a local repository: faults and kills in every
+/// operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_faults_and_kill_9_single_node_sqlite() {
+    let log = std::env::temp_dir().join(format!("vbs-faults-{}.log", uuid::Uuid::new_v4()));
+    let spec = "seed=16,fail=0.05,delay=0.1,delay_ms=100,truncate=0.05,torn=0.08";
+    let counts = crash::run(
+        Backend::Sqlite,
+        points(4),
+        Some(StoreFaults {
+            spec: spec.into(),
+            log: log.clone(),
+        }),
+    )
+    .await;
+    let faults = injected(&log);
+    let _ = std::fs::remove_file(&log);
+    eprintln!("{counts:?}");
+    println!(
+        "{}",
+        summary("sqlite, one node", counts.runs, counts.kills, &faults)
+    );
+    for kind in ["fail", "delay", "truncate", "torn"] {
+        assert!(faults[kind] > 0, "no {kind} fault was injected: {faults:?}");
+    }
+}
+
+/// A `PostgreSQL` cluster of the test's own (initdb, `pg_ctl`, as user `postgres`) on a
+/// free port, so that restarting it disturbs no other test.
+struct PrivatePostgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_postgres(program: &str, args: &[&str]) {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")])
+        .args(args)
+        .output()
+        .expect("runuser (PostgreSQL tests need it; they are never skipped)");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PrivatePostgres {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("vbs-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let data = dir.join("data");
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        let pg = Self {
+            dir,
+            port: free_port(),
+        };
+        pg.up();
+        pg
+    }
+
+    fn up(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.display()
+        );
+        as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    /// A crash and a restart: stopped in immediate mode (no checkpoint, every client
+    /// cut off), started again, recovering from its WAL.
+    fn restart(&self) {
+        let data = self.dir.join("data");
+        as_postgres(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+        self.up();
+    }
+
+    fn root(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Swift proxy of the test's own on a free port, on the rings, servers and memcached
+/// of the all-in-one that `scripts/swift-aio.sh start` runs (`SWIFT_AIO_DIR`, default
+/// `/tmp/vbs-swift`): killing it disturbs no other test. One process (`workers = 0`),
+/// so that SIGKILL stops all of it.
+struct Proxy {
+    child: Option<Child>,
+    conf: PathBuf,
+    port: u16,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        let aio = std::env::var("SWIFT_AIO_DIR").unwrap_or_else(|_| "/tmp/vbs-swift".into());
+        let base = std::fs::read_to_string(format!("{aio}/etc/proxy-server.conf"))
+            .expect("the Swift all-in-one (scripts/swift-aio.sh start); never skipped");
+        let port = free_port();
+        let conf: String = base
+            .lines()
+            .map(|l| {
+                if l.starts_with("bind_port") {
+                    format!("bind_port = {port}")
+                } else if l.starts_with("workers") {
+                    "workers = 0".to_owned()
+                } else if l.starts_with("log_name") {
+                    "log_name = proxy-faults".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = std::env::temp_dir().join(format!("vbs-proxy-{port}.conf"));
+        std::fs::write(&path, conf + "\n").unwrap();
+        let mut p = Self {
+            child: None,
+            conf: path,
+            port,
+        };
+        p.up();
+        p
+    }
+
+    fn up(&mut self) {
+        let aio = std::env::var("SWIFT_AIO_DIR").unwrap_or_else(|_| "/tmp/vbs-swift".into());
+        let child = Command::new("/usr/bin/python3")
+            .arg(format!("{aio}/bin/aio-launch.py"))
+            .arg(format!("{aio}/etc"))
+            .arg("/usr/bin/swift-proxy-server")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_mins(1);
+        let url = format!("127.0.0.1:{}", self.port);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&url) {
+                use std::io::{Read as _, Write as _};
+                let _ = s.write_all(b"GET /healthcheck HTTP/1.0\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.ends_with(b"200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test's Swift proxy never came up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
+const GIB: u64 = 1 << 30;
+/// How long interrupted work may take to end after a disturbance (a lease is 3 s).
+const SETTLE: Duration = Duration::from_mins(3);
+
+fn status(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or_default()
+}
+
+fn busy(v: &Value) -> bool {
+    matches!(
+        status(v),
+        "creating"
+            | "restoring"
+            | "deleting"
+            | "backing-up"
+            | "restoring-backup"
+            | "downloading"
+            | "extending"
+    )
+}
+
+/// Lists `what` (`backups`, `volumes`) once the API answers (it may not, for a
+/// moment, while `PostgreSQL` restarts).
+async fn listed(c: &Cluster, what: &str) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (st, b) = c.call(Method::GET, &format!("{what}/detail"), None).await;
+        if st == 200 {
+            return b[what]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x["id"].as_str().unwrap().to_owned(), x.clone()))
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "GET {what}: {st} {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A request, sent again while the API answers 503 (it does, for a moment, while its
+/// catalog connections find `PostgreSQL` restarted): "retry later" is what it says.
+async fn call(c: &Cluster, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, b) = c.call(method.clone(), path, body.clone()).await;
+        if st != 503 || Instant::now() > deadline {
+            return (st, b);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until no backup and no volume is in a transitional status.
+async fn settle(c: &Cluster) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (b, v) = (listed(c, "backups").await, listed(c, "volumes").await);
+        if !b.values().chain(v.values()).any(busy) {
+            return (b, v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left in a transitional status for {SETTLE:?}: backups {b:?} volumes {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Restores `backup` to a new volume until one restore succeeds (a restore may fail
+/// on an injected fault, saying so); the volume must equal `expected`. Returns the
+/// failed attempts.
+async fn restore_until_ok(c: &Cluster, backup: &str, expected: &Path) -> u64 {
+    for failed in 0..10 {
+        let (st, r) = call(
+            c,
+            Method::POST,
+            &format!("backups/{backup}/restore"),
+            Some(json!({"restore": {}})),
+        )
+        .await;
+        assert_eq!(st, 202, "restore {backup}: {r}");
+        let vid = r["restore"]["volume_id"].as_str().unwrap().to_owned();
+        let (_, vols) = settle(c).await;
+        let v = &vols[&vid];
+        let ok = status(v) == "available";
+        if ok {
+            assert_same(expected, &c.volume_file(&vid), GIB);
+        } else {
+            assert_eq!(status(v), "error", "restored volume: {v}");
+        }
+        let (st, b) = call(c, Method::DELETE, &format!("volumes/{vid}"), None).await;
+        assert_eq!(st, 202, "{b}");
+        if ok {
+            return failed;
+        }
+    }
+    panic!("available backup {backup} failed 10 restores in a row");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disturbance {
+    KillWorker,
+    KillProxy,
+    RestartPostgres,
+}
+
+/// An API node and two workers on a `PostgreSQL` of the test's own and Swift through a
+/// proxy of its own, the workers injecting store faults. Each operation (full,
+/// incremental, restore, delete + GC) is disturbed once, in turn: a worker killed with
+/// SIGKILL (and started again), the Swift proxy killed mid-upload (and started again
+/// after up to 3 s), or `PostgreSQL` crashed and restarted. After each: every status
+/// settles, `vbs admin verify` (no faults) finds every `available` backup whole, the
+/// new ones (and one older one) restore byte for byte; at the end all of them do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_faults_swift_proxy_kills_and_postgres_restarts_cluster() {
+    let started = Instant::now();
+    let pg = PrivatePostgres::start();
+    let mut proxy = Proxy::start();
+    let log = std::env::temp_dir().join(format!("vbs-faults-{}.log", uuid::Uuid::new_v4()));
+    let spec = "seed=17,fail=0.03,delay=0.05,delay_ms=200,truncate=0.02,torn=0.05";
+    let repository = format!(
+        "swift+tempauth://127.0.0.1:{}/vbs-faults-{}",
+        proxy.port,
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut c = Cluster::start_on(
+        &pg.root(),
+        repository,
+        vec![
+            ("VBS_STORE_FAULTS".into(), spec.into()),
+            (
+                "VBS_STORE_FAULTS_LOG".into(),
+                log.to_string_lossy().into_owned(),
+            ),
+        ],
+        &[],
+    );
+    // Workers may fail to start on a fault while they open the repository (they exit,
+    // as they should): started again, as a supervisor would.
+    let mut failed_starts = 0;
+    let mut start_worker = |c: &mut Cluster, name: &str| {
+        for _ in 0..20 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.start_worker(name)));
+            if r.is_ok() {
+                return;
+            }
+            failed_starts += 1;
+            // The dead start's node name is free once its lease (3 s) runs out.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("worker {name} never started");
+    };
+    start_worker(&mut c, "w1");
+    start_worker(&mut c, "w2");
+    let source = c.volume("faults-source").await;
+    c.wait("volumes", "volume", &source, "available").await;
+    let refs = c.api.dir().join("expected");
+    std::fs::create_dir_all(&refs).unwrap();
+    image::fill(&c.volume_file(&source), 0, 16, 7);
+
+    let mut rng = Rng::new(16_2026);
+    let mut expected: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let (mut runs, mut kills, mut restarts, mut restores_failed) = (0u64, 0u64, 0u64, 0u64);
+    let mut checked = std::collections::BTreeSet::<String>::new();
+    let rounds = points(3);
+    let ops = ["full", "incremental", "restore", "delete"];
+    let mut n = 0u64;
+    for round in 0..rounds {
+        for (i, op) in ops.iter().enumerate() {
+            let (backups, _) = settle(&c).await;
+            let available: Vec<&String> = backups
+                .iter()
+                .filter(|(_, b)| status(b) == "available")
+                .map(|(id, _)| id)
+                .collect();
+            let leaves: Vec<&String> = backups
+                .iter()
+                .filter(|(_, b)| status(b) == "available" && b["has_dependent_backups"] == false)
+                .map(|(id, _)| id)
+                .collect();
+            let op = match *op {
+                "incremental" | "restore" if available.is_empty() => "full",
+                "delete" if leaves.is_empty() => "full",
+                other => other,
+            };
+            n += 1;
+            runs += 1;
+            let (method, path, body, target) = match op {
+                "full" | "incremental" => {
+                    image::mutate(&c.volume_file(&source), 16 * MIB, 64, 1000 + n);
+                    std::fs::copy(c.volume_file(&source), refs.join("pending")).unwrap();
+                    (
+                        Method::POST,
+                        "backups".to_owned(),
+                        Some(
+                            json!({"backup": {"volume_id": source, "incremental": op == "incremental"}}),
+                        ),
+                        None,
+                    )
+                }
+                "restore" => {
+                    let t = available[rng.below(available.len() as u64) as usize].clone();
+                    (
+                        Method::POST,
+                        format!("backups/{t}/restore"),
+                        Some(json!({"restore": {}})),
+                        Some(t),
+                    )
+                }
+                _ => {
+                    let t = leaves[rng.below(leaves.len() as u64) as usize].clone();
+                    (Method::DELETE, format!("backups/{t}"), None, Some(t))
+                }
+            };
+            let (st, answer) = call(&c, method, &path, body).await;
+            assert_eq!(st, 202, "{op}: {answer}");
+            let disturbance = [
+                Disturbance::KillWorker,
+                Disturbance::KillProxy,
+                Disturbance::RestartPostgres,
+            ][(round as usize * ops.len() + i) % 3];
+            tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+            match disturbance {
+                Disturbance::KillWorker => {
+                    let name = if rng.below(2) == 0 { "w1" } else { "w2" };
+                    c.kill(name);
+                    kills += 1;
+                    start_worker(&mut c, name);
+                }
+                Disturbance::KillProxy => {
+                    proxy.kill();
+                    kills += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.below(3000))).await;
+                    proxy.up();
+                }
+                Disturbance::RestartPostgres => {
+                    pg.restart();
+                    restarts += 1;
+                }
+            }
+            let (after, vols) = settle(&c).await;
+            let outcome = match op {
+                "full" | "incremental" => {
+                    let id = answer["backup"]["id"].as_str().unwrap().to_owned();
+                    let path = refs.join(&id);
+                    std::fs::rename(refs.join("pending"), &path).unwrap();
+                    expected.insert(id.clone(), path);
+                    format!("{} {}", status(&after[&id]), after[&id]["fail_reason"])
+                }
+                "restore" => {
+                    let t = target.clone().unwrap();
+                    assert_eq!(
+                        status(&after[&t]),
+                        "available",
+                        "a restore leaves its backup available"
+                    );
+                    let vid = answer["restore"]["volume_id"].as_str().unwrap().to_owned();
+                    let st = status(&vols[&vid]).to_owned();
+                    match st.as_str() {
+                        "available" => assert_same(&expected[&t], &c.volume_file(&vid), GIB),
+                        "error" => {}
+                        other => panic!("restored volume {vid} ends {other}"),
+                    }
+                    let (code, b) = call(&c, Method::DELETE, &format!("volumes/{vid}"), None).await;
+                    assert_eq!(code, 202, "{b}");
+                    format!("volume {st}")
+                }
+                _ => {
+                    let t = target.clone().unwrap();
+                    match after.get(&t) {
+                        None => "gone".to_owned(),
+                        Some(b) => {
+                            assert!(
+                                matches!(status(b), "error" | "error_deleting"),
+                                "an accepted delete ends {b}"
+                            );
+                            status(b).to_owned()
+                        }
+                    }
+                }
+            };
+            eprintln!("faults cluster: round {round} {op} {disturbance:?}: {outcome}");
+            // The invariants.
+            for b in after.values() {
+                if status(b).starts_with("error") {
+                    assert!(
+                        !b["fail_reason"].as_str().unwrap_or_default().is_empty(),
+                        "a failed backup says why: {b}"
+                    );
+                }
+            }
+            assert_eq!(
+                status(&vols[&source]),
+                "available",
+                "the source volume is given back"
+            );
+            let available: Vec<String> = after
+                .iter()
+                .filter(|(_, b)| status(b) == "available")
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !available.is_empty() {
+                let out = c.admin_verify(&available);
+                assert!(
+                    out.status.success(),
+                    "verify after {disturbance:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let new: Vec<&String> = available
+                    .iter()
+                    .filter(|id| !checked.contains(*id))
+                    .collect();
+                let old = available[rng.below(available.len() as u64) as usize].clone();
+                let mut to_check: Vec<String> = new.into_iter().cloned().collect();
+                to_check.push(old);
+                to_check.dedup();
+                for id in to_check {
+                    restores_failed += restore_until_ok(&c, &id, &expected[&id]).await;
+                    checked.insert(id);
+                }
+            }
+        }
+    }
+    // At the end every available backup restores.
+    let (after, _) = settle(&c).await;
+    let mut restores = 0;
+    for (id, b) in &after {
+        if status(b) == "available" {
+            restores_failed += restore_until_ok(&c, id, &expected[id]).await;
+            restores += 1;
+        }
+    }
+    let faults = injected(&log);
+    let _ = std::fs::remove_file(&log);
+    eprintln!(
+        "faults cluster: {restores} backups restored at the end, {restores_failed} restores failed \
+         on a fault and were retried, {failed_starts} worker starts failed on a fault, \
+         PostgreSQL restarted {restarts} times, {:?}",
+        started.elapsed()
+    );
+    println!(
+        "{}",
+        summary(
+            "PostgreSQL + Swift, API + 2 workers",
+            runs,
+            kills + restarts,
+            &faults
+        )
+    );
+    assert!(faults.values().sum::<u64>() > 0, "no fault was injected");
+    drop(c);
+    drop(proxy);
+    drop(pg);
+}
