@@ -273,9 +273,10 @@ impl Engine {
         })
     }
 
-    /// Whether the repository holds no backup data (no manifest, no pack).
-    async fn is_empty(store: &Store) -> Result<bool, EngineError> {
-        Ok(store.list("manifests/").await?.is_empty() && store.list("packs/").await?.is_empty())
+    /// Whether the repository holds no backup data (no manifest, no pack): the only
+    /// state in which keys are ever made.
+    pub async fn is_empty(store: &Store) -> Result<bool, EngineError> {
+        Ok(!store.any("manifests/").await? && !store.any("packs/").await?)
     }
 
     /// Whether new data is sealed.

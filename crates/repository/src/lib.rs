@@ -437,6 +437,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether any object's key starts with `prefix`: the listing stops at the first one
+    /// (a repository with millions of packs answers in one request, not all of them).
+    pub async fn any(&self, prefix: &str) -> Result<bool, StoreError> {
+        use futures::TryStreamExt as _;
+        if let Some(f) = &self.inner.faults {
+            f.before(faults::Op::List, prefix).await?;
+        }
+        self.run("", |op| async move {
+            let mut lister = match op.lister_with(prefix).recursive(true).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                other => other?,
+            };
+            while let Some(entry) = lister.try_next().await? {
+                let path = entry.path();
+                if !(entry.metadata().is_dir()
+                    || path.ends_with('/')
+                    || path.trim_start_matches('/').starts_with(STAGING_DIR))
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
     /// Removes an object; a missing one is not an error (on Swift and S3 a plain
     /// DELETE, 404 counting as done).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -87,6 +87,10 @@ async fn conformance(store: &Store) {
         ]
     );
     assert!(store.list("nothing/").await.unwrap().is_empty());
+    // `any` stops at the first object below a prefix, nested ones included.
+    assert!(store.any("a/").await.unwrap());
+    assert!(store.any("a/b/").await.unwrap());
+    assert!(!store.any("nothing/").await.unwrap());
     store.delete("a/b/c").await.unwrap();
     store.delete("a/b/c").await.unwrap();
     store.delete("never/was").await.unwrap();
@@ -100,6 +104,7 @@ async fn conformance(store: &Store) {
         store.delete(key).await.unwrap();
     }
     assert!(store.list("").await.unwrap().is_empty());
+    assert!(!store.any("a/").await.unwrap());
 }
 
 #[tokio::test]

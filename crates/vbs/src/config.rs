@@ -517,9 +517,7 @@ impl Config {
         // as it is), so only then is the lock worth waiting for: when it has none, or
         // has keys that a torn write may have damaged (`Engine::open` makes them again
         // then, and must not race another node doing the same).
-        let may_create = self.encryption
-            && store.list("manifests/").await?.is_empty()
-            && store.list("packs/").await?.is_empty();
+        let may_create = self.encryption && vbs_engine::Engine::is_empty(&store).await?;
         let lock = match creator {
             Some(catalog) if may_create => {
                 let holder = format!("keys/{}", uuid::Uuid::new_v4().simple());
