@@ -18,6 +18,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{AuthMode, Config, Flags};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vbs",
