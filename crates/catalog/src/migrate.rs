@@ -54,6 +54,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "policies",
         include_str!("../migrations/sqlite/0009_policies.sql"),
     ),
+    (
+        10,
+        "name index merges",
+        include_str!("../migrations/sqlite/0010_name_index_merges.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
