@@ -18,20 +18,27 @@ use axum::extract::State;
 /// `GET …/backups`: the founding endpoint.
 pub async fn list_backups(State(state): State<AppState>, call: Call) -> Result<Response, ApiError> {
     let req = list_request(&call);
-    let list = state
-        .backups
-        .list_summaries(&call.ctx, req.as_request(&call))
-        .await?;
-    let items = &list.page.items;
-    let links = next_links(
-        &call,
-        "backups",
-        items.last().map(|b| b.id.as_str()),
-        items.len(),
-        list.link_limit,
-        list.page.count,
+    // Everything the body is made of besides the catalog's answer: the link base and
+    // the parameters the next link repeats.
+    let view_key = format!(
+        "{}\u{0}{}\u{0}{:?}\u{0}{:?}",
+        call.base.origin, call.base.version_segment, call.base.url_project, call.params
     );
-    let body = summary_list_json(&call.base, items, links.as_deref(), list.page.count);
+    let body = state
+        .backups
+        .summaries_page(&call.ctx, req.as_request(&call), &view_key, |list| {
+            let items = &list.page.items;
+            let links = next_links(
+                &call,
+                "backups",
+                items.last().map(|b| b.id.as_str()),
+                items.len(),
+                list.link_limit,
+                list.page.count,
+            );
+            summary_list_json(&call.base, items, links.as_deref(), list.page.count)
+        })
+        .await?;
     let mut resp = body.into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

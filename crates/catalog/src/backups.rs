@@ -411,6 +411,17 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The project's backups generation: a value that changes in the same transaction as
+    /// every write to one of its backups (migration `backup_generations`), 0 for a project
+    /// that never had one. What a list of the project shows can only have changed when
+    /// this has; read it before the list.
+    pub async fn backup_generation(&self, project_id: &str) -> Result<i64, CatalogError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT generation FROM backup_generations WHERE project_id = ")
+            .bind(Value::Text(project_id.to_owned()));
+        Ok(self.fetch_first(sql, first_int).await?.unwrap_or(0))
+    }
+
     /// Lists summaries (id and name). A marker that is not visible in the query's scope
     /// gives [`CatalogError::NotFound`].
     pub async fn list_backup_summaries(

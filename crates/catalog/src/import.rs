@@ -22,6 +22,17 @@ pub(crate) const RECOUNT: &str = "DELETE FROM backup_counts; \
     SELECT project_id, volume_id, status, COUNT(*) FROM backups WHERE deleted = 0 \
     GROUP BY project_id, volume_id, status";
 
+/// A fresh generation for every project that has backups (after the generation trigger
+/// was bypassed): cached pages of the founding list must not outlive a bulk load.
+pub(crate) const NEW_GENERATIONS_POSTGRES: &str = "INSERT INTO backup_generations \
+    (project_id, generation) SELECT project_id, floor(random() * 9007199254740991)::bigint \
+    FROM (SELECT DISTINCT project_id FROM backups) p \
+    ON CONFLICT (project_id) DO UPDATE SET generation = EXCLUDED.generation";
+pub(crate) const NEW_GENERATIONS_SQLITE: &str = "INSERT INTO backup_generations \
+    (project_id, generation) SELECT project_id, random() \
+    FROM (SELECT DISTINCT project_id FROM backups) WHERE true \
+    ON CONFLICT (project_id) DO UPDATE SET generation = excluded.generation";
+
 /// Batches sent from the parser thread to the loader.
 pub(crate) type Batches = tokio::sync::mpsc::Receiver<Result<Vec<Row27>, ImportError>>;
 
@@ -526,8 +537,11 @@ impl Catalog {
             .await?;
         tx.execute("ALTER TABLE backups DISABLE TRIGGER quota_backups")
             .await?;
+        tx.execute("ALTER TABLE backups DISABLE TRIGGER backup_generations_bump")
+            .await?;
         recreate.push("ALTER TABLE backups ENABLE TRIGGER backup_counts_maintain".into());
         recreate.push("ALTER TABLE backups ENABLE TRIGGER quota_backups".into());
+        recreate.push("ALTER TABLE backups ENABLE TRIGGER backup_generations_bump".into());
         Ok(recreate)
     }
 
@@ -543,6 +557,7 @@ impl Catalog {
         }
         tx.execute(RECOUNT).await?;
         tx.execute(crate::quotas::RECOUNT_BACKUP_USAGE).await?;
+        tx.execute(NEW_GENERATIONS_POSTGRES).await?;
         // Fresh statistics for the planner after a load this size.
         tx.execute("ANALYZE backups").await?;
         Ok(())

@@ -233,6 +233,9 @@ fn load_in_transaction(
         // The usage triggers were dropped too.
         tx.execute_batch(crate::quotas::RECOUNT_BACKUP_USAGE)
             .map_err(CatalogError::from)?;
+        // And so were the generation triggers.
+        tx.execute_batch(crate::import::NEW_GENERATIONS_SQLITE)
+            .map_err(CatalogError::from)?;
         let mut add = tx
             .prepare(
                 "INSERT INTO backup_counts (project_id, volume_id, status, n) \

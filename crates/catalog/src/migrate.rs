@@ -59,6 +59,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "name index merges",
         include_str!("../migrations/sqlite/0010_name_index_merges.sql"),
     ),
+    (
+        11,
+        "backup generations",
+        include_str!("../migrations/sqlite/0011_backup_generations.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -105,6 +110,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "policies",
         include_str!("../migrations/postgres/0009_policies.sql"),
+    ),
+    (
+        10,
+        "backup generations",
+        include_str!("../migrations/postgres/0010_backup_generations.sql"),
     ),
 ];
 

@@ -7,6 +7,9 @@ use vbs_catalog::{
     SortDir, SortKey,
 };
 
+use bytes::Bytes;
+
+use crate::pages::PageCache;
 use crate::{Context, Error, MAX_LIMIT, Microversion};
 
 /// Cinder's `DB_MAX_INT`: the largest accepted `offset`.
@@ -18,6 +21,8 @@ pub struct BackupService {
     catalog: Catalog,
     /// Filters non-admins may use (Cinder's `resource_filters.json` for `backup`).
     allowed_filters: Vec<String>,
+    /// Rendered pages of the founding list, when enabled (see `pages.rs`).
+    pages: Option<std::sync::Arc<PageCache>>,
 }
 
 /// A list request as the API received it: query pairs in request order, percent-decoded.
@@ -199,7 +204,62 @@ impl BackupService {
         Self {
             catalog,
             allowed_filters,
+            pages: None,
         }
+    }
+
+    /// Keeps rendered pages of the founding list in at most `bytes` of memory (0: none).
+    #[must_use]
+    pub fn with_page_cache(mut self, bytes: u64) -> Self {
+        self.pages = (bytes > 0).then(|| std::sync::Arc::new(PageCache::new(bytes)));
+        self
+    }
+
+    /// The founding list's body (`GET /backups`): `render` makes it from the page, or a
+    /// body rendered before is reused when nothing it shows can have changed since. The
+    /// body is a function of the catalog query (derived here from the caller and the
+    /// request) and of `view_key`, which must name everything else `render` uses.
+    pub async fn summaries_page(
+        &self,
+        ctx: &Context,
+        req: ListRequest<'_>,
+        view_key: &str,
+        render: impl FnOnce(&BackupList<BackupSummary>) -> Vec<u8>,
+    ) -> Result<Bytes, Error> {
+        let (plan, link_limit) = self.list_query(ctx, req)?;
+        let q = match plan {
+            ListPlan::Query(q) => q,
+            ListPlan::Empty { with_count } => {
+                let page = ListPage {
+                    items: Vec::new(),
+                    count: with_count.then_some(0),
+                };
+                return Ok(render(&BackupList { page, link_limit }).into());
+            }
+        };
+        // Pages of one project only: an all-projects list has no one generation.
+        let keep = match (&self.pages, &q.project_id) {
+            (Some(pages), Some(project)) => {
+                // Read before the page: the page is then at least as new as this value.
+                let generation = self.catalog.backup_generation(project).await?;
+                let key = format!("{q:?}\u{0}{view_key}");
+                if let Some(body) = pages.get(&key, generation) {
+                    return Ok(body);
+                }
+                Some((pages, key, generation))
+            }
+            _ => None,
+        };
+        let page = self
+            .catalog
+            .list_backup_summaries(&q)
+            .await
+            .map_err(marker_not_found(&q))?;
+        let body = Bytes::from(render(&BackupList { page, link_limit }));
+        if let Some((pages, key, generation)) = keep {
+            pages.insert(key, generation, body.clone());
+        }
+        Ok(body)
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod manage;
 mod metrics;
 mod microversion;
+mod pages;
 mod policies;
 pub mod policy_time;
 mod quotas;
@@ -35,6 +36,7 @@ pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use metrics::Metrics;
 pub use microversion::Microversion;
+pub use pages::PageCache;
 pub use policies::{
     MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
     task_status,

@@ -124,6 +124,9 @@ pub struct Config {
     /// and repository scans: above 0, the API's requests are served first when the CPU
     /// is short, and the jobs take what is left (default 10).
     pub worker_nice: i32,
+    /// Memory (MiB) for rendered pages of the founding list, reused while the project's
+    /// backups are unchanged (0: every request reads the catalog).
+    pub list_cache_mib: u64,
     /// Seconds a worker's claim on a job lasts unless renewed; a dead worker's jobs
     /// are taken over after this.
     pub job_lease_secs: u64,
@@ -264,6 +267,7 @@ impl Default for Config {
             node_name: None,
             backup_workers: 2,
             worker_nice: 10,
+            list_cache_mib: 64,
             job_lease_secs: 30,
             job_max_attempts: 3,
             gc_interval_secs: 3600,
@@ -315,6 +319,7 @@ const ENV_KEYS: &[&str] = &[
     "node_name",
     "backup_workers",
     "worker_nice",
+    "list_cache_mib",
     "job_lease_secs",
     "job_max_attempts",
     "gc_interval_secs",

@@ -764,3 +764,159 @@ async fn postgres_name_trigrams_are_keyed_by_project() {
         "{indexes}"
     );
 }
+
+/// Rows of project A named `loaded-NNNNN`, created after every row of the dataset.
+fn loaded_rows(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut r = row(PA, 9, i, 10_000 + i, Some(format!("loaded-{i:05}")));
+            r["status"] = json!("available");
+            r
+        })
+        .collect()
+}
+
+/// Pages of the founding list are kept and reused while the project's backups
+/// generation is unchanged (`list_cache_mib`, on by default). Every kind of write must
+/// show on the very next request: a rename and a status reset through the API, and a
+/// bulk load by `import-backups` into the running server's catalog (which drops the
+/// triggers for the load), for the plain list, a filtered one and a fuzzy one.
+async fn kept_pages_show_every_write(b: Backend) {
+    let s = Server::start(b);
+    let user = token("usera", PA);
+    let get = async |query: &str| {
+        let (st, _, body) = s
+            .get(
+                &format!("/v3/{PA}/backups{query}"),
+                Some(&user),
+                Some("3.45"),
+            )
+            .await;
+        assert_eq!(st, 200, "{query}: {body}");
+        body
+    };
+    let queries = [
+        "?with_count=true",
+        "?status=error&with_count=true",
+        "?name~=ALPHA",
+    ];
+    let before: Vec<Value> = {
+        let mut v = Vec::new();
+        for q in queries {
+            v.push(get(q).await);
+        }
+        v
+    };
+    for (q, b) in queries.iter().zip(&before) {
+        assert_eq!(&get(q).await, b, "{q} asked twice");
+    }
+
+    // A rename through the API.
+    let id = backup_id(1, 0);
+    let (st, body) = s
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v3/{PA}/backups/{id}"),
+            Some(&user),
+            Some("3.9"),
+            Some(&json!({"backup": {"name": "renamed-0"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let all = get("?with_count=true").await;
+    let shown = all["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(shown["name"], "renamed-0");
+    assert_eq!(page_ids(&get("?name~=RENAMED").await), [id.clone()]);
+    assert!(!page_ids(&get("?name~=ALPHA").await).contains(&id));
+
+    // A status reset through the API (admin).
+    let (st, body) = s
+        .call(
+            reqwest::Method::POST,
+            &format!("/v3/{PA}/backups/{id}/action"),
+            Some(&token("admin", PA)),
+            Some("3.45"),
+            Some(&json!({"os-reset_status": {"status": "error"}})),
+        )
+        .await;
+    assert_eq!(st, 202, "{body}");
+    let errors = get("?status=error&with_count=true").await;
+    assert_eq!(errors["count"], before[1]["count"].as_u64().unwrap() + 1);
+    assert!(page_ids(&errors).contains(&id));
+
+    // A bulk load into the running server's catalog: no trigger fires during it. The
+    // pages asked after it are asked (and kept) first.
+    let all = get("?with_count=true").await;
+    assert_eq!(get("?with_count=true").await, all);
+    assert_eq!(get("?name~=loaded-0999&with_count=true").await["count"], 0);
+    let rows = loaded_rows(10_000);
+    let file = s.dir().join("more.jsonl");
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = vbs()
+        .args([
+            "admin",
+            "import-backups",
+            "--catalog",
+            &s.catalog,
+            "--data-dir",
+        ])
+        .arg(s.dir())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = get("?with_count=true").await;
+    assert_eq!(all["count"], before[0]["count"].as_u64().unwrap() + 10_000);
+    assert_eq!(all["backups"][0]["name"], "loaded-09999");
+    assert_eq!(get("?name~=loaded-0999&with_count=true").await["count"], 10);
+}
+both!(kept_pages_show_every_write);
+
+/// With two API nodes on one PostgreSQL catalog, a page kept by one node is not reused
+/// after the other node renamed a backup on it: the generation lives in the catalog.
+#[tokio::test]
+async fn kept_pages_show_writes_through_another_node() {
+    let s = Server::start(Backend::Postgres);
+    let (mut other, other_base) = s.another_node(&[]);
+    let user = token("usera", PA);
+    let id = backup_id(1, 2);
+    let name_on_first = async || {
+        let (st, body) = s.list("", Some("3.45")).await;
+        assert_eq!(st, 200, "{body}");
+        body["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id.as_str())
+            .map(|b| b["name"].clone())
+            .unwrap()
+    };
+    assert_eq!(name_on_first().await, "alpha-02");
+    assert_eq!(name_on_first().await, "alpha-02");
+    let resp = reqwest::Client::new()
+        .put(format!("{other_base}/v3/{PA}/backups/{id}"))
+        .header("X-Auth-Token", &user)
+        .header("OpenStack-API-Version", "volume 3.9")
+        .json(&json!({"backup": {"name": "renamed-elsewhere"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(name_on_first().await, "renamed-elsewhere");
+    let _ = other.kill();
+    let _ = other.wait();
+}
