@@ -3,12 +3,13 @@
 //! microversion and role, then `all_tenants`; the catalog does the rest.
 
 use vbs_catalog::{
-    BackupQuery, BackupRecord, BackupSummary, Catalog, CatalogError, Column, Filter, ListPage,
-    SortDir, SortKey,
+    BackupQuery, BackupRecord, BackupSummary, Catalog, CatalogError, Column, Dialect, Filter,
+    ListPage, SortDir, SortKey,
 };
 
 use bytes::Bytes;
 
+use crate::generations::SharedGenerations;
 use crate::pages::PageCache;
 use crate::{Context, Error, MAX_LIMIT, Microversion};
 
@@ -23,6 +24,8 @@ pub struct BackupService {
     allowed_filters: Vec<String>,
     /// Rendered pages of the founding list, when enabled (see `pages.rs`).
     pages: Option<std::sync::Arc<PageCache>>,
+    /// Generation reads shared by concurrent requests (PostgreSQL; `generations.rs`).
+    generations: std::sync::Arc<SharedGenerations>,
 }
 
 /// A list request as the API received it: query pairs in request order, percent-decoded.
@@ -205,6 +208,7 @@ impl BackupService {
             catalog,
             allowed_filters,
             pages: None,
+            generations: std::sync::Arc::default(),
         }
     }
 
@@ -237,29 +241,30 @@ impl BackupService {
                 return Ok(render(&BackupList { page, link_limit }).into());
             }
         };
+        let read = async {
+            let page = self
+                .catalog
+                .list_backup_summaries(&q)
+                .await
+                .map_err(marker_not_found(&q))?;
+            Ok(Bytes::from(render(&BackupList { page, link_limit })))
+        };
         // Pages of one project only: an all-projects list has no one generation.
-        let keep = match (&self.pages, &q.project_id) {
+        match (&self.pages, &q.project_id) {
             (Some(pages), Some(project)) => {
                 // Read before the page: the page is then at least as new as this value.
-                let generation = self.catalog.backup_generation(project).await?;
+                // On SQLite a read costs microseconds on this thread; on PostgreSQL,
+                // concurrent requests share their reads.
+                let generation = if self.catalog.dialect() == Dialect::Postgres {
+                    self.generations.read(&self.catalog, project).await?
+                } else {
+                    self.catalog.backup_generation(project).await?
+                };
                 let key = format!("{q:?}\u{0}{view_key}");
-                if let Some(body) = pages.get(&key, generation) {
-                    return Ok(body);
-                }
-                Some((pages, key, generation))
+                pages.get_or_render(key, generation, read).await
             }
-            _ => None,
-        };
-        let page = self
-            .catalog
-            .list_backup_summaries(&q)
-            .await
-            .map_err(marker_not_found(&q))?;
-        let body = Bytes::from(render(&BackupList { page, link_limit }));
-        if let Some((pages, key, generation)) = keep {
-            pages.insert(key, generation, body.clone());
+            _ => read.await,
         }
-        Ok(body)
     }
 
     pub fn catalog(&self) -> &Catalog {

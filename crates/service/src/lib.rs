@@ -7,6 +7,7 @@ mod clock;
 mod cloudbackups;
 mod context;
 mod error;
+mod generations;
 mod jobs;
 mod lease;
 mod lifecycle;

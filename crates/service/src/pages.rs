@@ -9,9 +9,18 @@
 //! page rendered after a write it did not see the generation of is therefore never
 //! served for longer than that write's generation stays current. Across nodes this
 //! holds too: the generation lives in the shared catalog, not in the process.
+//!
+//! Requests that miss the same page under the same generation at once render it once:
+//! the others wait for that rendering. Without this, every write (a running backup
+//! writes its progress every second) sent all the clients then waiting for a large
+//! page to the catalog together, which on `PostgreSQL` cost more than the pages saved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use quick_cache::Weighter;
+use tokio::sync::OnceCell;
 
 /// A page and the generation it was read under.
 #[derive(Clone)]
@@ -32,6 +41,8 @@ impl Weighter<String, Kept> for ByBytes {
 /// Pages within a memory budget; the least recently useful go first.
 pub struct PageCache {
     pages: quick_cache::sync::Cache<String, Kept, ByBytes>,
+    /// Pages being rendered, by key and generation.
+    rendering: Mutex<HashMap<(String, i64), Arc<OnceCell<Bytes>>>>,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -53,7 +64,38 @@ impl PageCache {
             .max(16);
         Self {
             pages: quick_cache::sync::Cache::with_weighter(estimate, bytes, ByBytes),
+            rendering: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The page kept under `key` and `generation`, else the one `render` makes, which
+    /// is then kept. Callers that arrive while a page is being rendered wait for it
+    /// instead of rendering it again; if the rendering fails, the next waiter tries.
+    pub async fn get_or_render<E>(
+        &self,
+        key: String,
+        generation: i64,
+        render: impl Future<Output = Result<Bytes, E>>,
+    ) -> Result<Bytes, E> {
+        if let Some(body) = self.get(&key, generation) {
+            return Ok(body);
+        }
+        let slot = (key, generation);
+        let cell = {
+            let mut rendering = self
+                .rendering
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            rendering.entry(slot.clone()).or_default().clone()
+        };
+        let body = cell.get_or_try_init(|| render).await?.clone();
+        // Kept before the slot is dropped: a caller that finds no slot finds the page.
+        self.insert(slot.0.clone(), generation, body.clone());
+        self.rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&slot);
+        Ok(body)
     }
 
     /// The page kept under `key`, if it was read under `generation`.
@@ -89,6 +131,46 @@ mod tests {
         cache.insert("k".into(), 8, Bytes::from_static(b"newer"));
         assert_eq!(cache.get("k", 7), None);
         assert_eq!(cache.get("k", 8).as_deref(), Some(&b"newer"[..]));
+    }
+
+    #[tokio::test]
+    async fn callers_that_miss_together_render_once() {
+        let cache = Arc::new(PageCache::new(1 << 20));
+        let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let mut callers = Vec::new();
+        for _ in 0..20 {
+            let (cache, renders, mut gate) = (cache.clone(), renders.clone(), gate.clone());
+            callers.push(tokio::spawn(async move {
+                cache
+                    .get_or_render("k".into(), 3, async {
+                        renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = gate.wait_for(|open| *open).await;
+                        Ok::<_, ()>(Bytes::from_static(b"page"))
+                    })
+                    .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        let _ = release.send(true);
+        for c in callers {
+            assert_eq!(c.await.unwrap().unwrap(), Bytes::from_static(b"page"));
+        }
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(cache.get("k", 3).as_deref(), Some(&b"page"[..]));
+        assert!(cache.rendering.lock().unwrap().is_empty());
+        // A failed rendering is not kept; the next caller renders.
+        let failed = cache
+            .get_or_render("j".into(), 1, async { Err::<Bytes, _>("catalog down") })
+            .await;
+        assert_eq!(failed, Err("catalog down"));
+        assert_eq!(cache.get("j", 1), None);
+        let again = cache
+            .get_or_render("j".into(), 1, async {
+                Ok::<_, ()>(Bytes::from_static(b"j"))
+            })
+            .await;
+        assert_eq!(again, Ok(Bytes::from_static(b"j")));
     }
 
     #[test]

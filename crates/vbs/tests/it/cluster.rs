@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::image::{self, MIB, assert_same};
-use crate::support::{Backend, PA, Server, spawn_node, token, vbs, wait_status};
+use crate::support::{Backend, PA, Server, futures_join, spawn_node, token, vbs, wait_status};
 
 const GIB: u64 = 1 << 30;
 const MV: &str = "3.71";
@@ -642,34 +642,6 @@ fn admin_gc(dir: &Path, catalog: &str, config: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs the futures concurrently (no extra crate: one task each).
-async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    let futures: Vec<F> = futures.collect();
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
 }
 
 /// Volume work runs in the API process that took the request (copies, deletes,

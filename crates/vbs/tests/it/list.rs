@@ -917,6 +917,49 @@ async fn kept_pages_show_writes_through_another_node() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(name_on_first().await, "renamed-elsewhere");
+    // Requests that arrive together share their generation reads on PostgreSQL; each
+    // still sees every write committed before it arrived, also while other clients
+    // keep reads of the generation under way all the time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (stop, url, user) = (
+            stop.clone(),
+            format!("{}/v3/{PA}/backups", s.base),
+            user.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http
+                    .get(&url)
+                    .header("X-Auth-Token", &user)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+            }
+        }));
+    }
+    for round in 0..20 {
+        let name = format!("renamed-{round}");
+        let resp = reqwest::Client::new()
+            .put(format!("{other_base}/v3/{PA}/backups/{id}"))
+            .header("X-Auth-Token", &user)
+            .header("OpenStack-API-Version", "volume 3.9")
+            .json(&json!({"backup": {"name": name}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let seen = futures_join((0..40).map(|_| name_on_first())).await;
+        assert!(seen.iter().all(|n| *n == name.as_str()), "{seen:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
     let _ = other.kill();
     let _ = other.wait();
 }
