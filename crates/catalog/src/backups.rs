@@ -938,3 +938,75 @@ fn push_keyset(sql: &mut Sql, sort: &[SortKey], values: Vec<Value>) {
     }
     sql.push(")");
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Catalog, CatalogOptions};
+
+    const ID: &str = "5b7c1f0e-3a4d-4c52-9a1e-0d2f8c6b7a10";
+
+    /// A SQLite catalog in a fresh directory holding one backup of project `p`.
+    async fn one_backup() -> (Catalog, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("vbs-catalog-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = CatalogOptions::sqlite_in(&dir);
+        let line = format!(
+            r#"{{"id":"{ID}","volume_id":"9d4b2a57-1c0e-4f8b-8e0e-5d6f7a8b9c01","project_id":"p","status":"available","created_at":"2025-01-01 00:00:00.000000","display_name":"first"}}"#
+        );
+        Catalog::import_backups(&options, std::io::Cursor::new(format!("{line}\n")), 1)
+            .await
+            .unwrap();
+        (Catalog::open(&options).await.unwrap(), dir)
+    }
+
+    /// Every rename added a segment to the name trigram index, up to 16 before FTS5
+    /// merged them all, and every `name~` probe paid for each (migration 0010).
+    #[tokio::test]
+    async fn renames_piled_up_segments_in_the_name_index() {
+        let (catalog, dir) = one_backup().await;
+        let db = rusqlite::Connection::open(dir.join("catalog.db")).unwrap();
+        let segments = || -> i64 {
+            db.query_row(
+                "SELECT count(DISTINCT id >> 37) FROM backups_name_fts_data WHERE id >= (1 << 37)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let mut most = 0;
+        for i in 0..40 {
+            let name = format!("name-{i}");
+            catalog
+                .update_backup(ID, Some(Some(&name)), None, None)
+                .await
+                .unwrap();
+            most = most.max(segments());
+        }
+        assert!(most <= 4, "{most} segments");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The generation the founding list's kept pages are checked against changes with
+    /// every write to the project's backups, progress included, and reads 0 for a project
+    /// without any.
+    #[tokio::test]
+    async fn every_write_to_a_backup_changes_its_project_generation() {
+        let (catalog, dir) = one_backup().await;
+        let mut seen = vec![catalog.backup_generation("p").await.unwrap()];
+        catalog
+            .update_backup(ID, Some(Some("renamed")), None, None)
+            .await
+            .unwrap();
+        seen.push(catalog.backup_generation("p").await.unwrap());
+        catalog.set_backup_progress(ID, Some("{}")).await.unwrap();
+        seen.push(catalog.backup_generation("p").await.unwrap());
+        catalog.destroy_backup(ID).await.unwrap();
+        seen.push(catalog.backup_generation("p").await.unwrap());
+        for pair in seen.windows(2) {
+            assert_ne!(pair[0], pair[1], "{seen:?}");
+        }
+        assert_eq!(catalog.backup_generation("q").await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
