@@ -940,12 +940,13 @@ fn push_keyset(sql: &mut Sql, sort: &[SortKey], values: Vec<Value>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use crate::{Catalog, CatalogOptions};
 
     const ID: &str = "5b7c1f0e-3a4d-4c52-9a1e-0d2f8c6b7a10";
 
-    /// A SQLite catalog in a fresh directory holding one backup of project `p`.
+    /// A `SQLite` catalog in a fresh directory holding one backup of project `p`.
     async fn one_backup() -> (Catalog, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("vbs-catalog-{}", uuid::Uuid::new_v4().simple()));

@@ -1,7 +1,7 @@
 //! Reads of a project's backups generation, shared by the requests that wait for one.
 //!
 //! Every founding-list request reads its project's generation before it may reuse a
-//! kept page (see `pages.rs`). On PostgreSQL that read is a round trip and a query the
+//! kept page (see `pages.rs`). On `PostgreSQL` that read is a round trip and a query the
 //! server plans and runs, which under 200 clients cost more than the rest of the
 //! request. So at most one read per project is under way: a request that arrives while
 //! one runs waits for the next, which starts when that one ends, together with every
@@ -79,13 +79,11 @@ impl SharedGenerations {
                 let Some(slot) = slots.get_mut(&project) else {
                     return;
                 };
-                match slot.queued.take() {
-                    Some(next) => round = next,
-                    None => {
-                        slots.remove(&project);
-                        return;
-                    }
-                }
+                let Some(next) = slot.queued.take() else {
+                    slots.remove(&project);
+                    return;
+                };
+                round = next;
             }
         });
     }

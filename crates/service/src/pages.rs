@@ -22,6 +22,9 @@ use bytes::Bytes;
 use quick_cache::Weighter;
 use tokio::sync::OnceCell;
 
+/// Renderings under way, by key and generation.
+type Rendering = Mutex<HashMap<(String, i64), Arc<OnceCell<Bytes>>>>;
+
 /// A page and the generation it was read under.
 #[derive(Clone)]
 struct Kept {
@@ -42,7 +45,7 @@ impl Weighter<String, Kept> for ByBytes {
 pub struct PageCache {
     pages: quick_cache::sync::Cache<String, Kept, ByBytes>,
     /// Pages being rendered, by key and generation.
-    rendering: Mutex<HashMap<(String, i64), Arc<OnceCell<Bytes>>>>,
+    rendering: Rendering,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -50,7 +53,7 @@ impl std::fmt::Debug for PageCache {
         f.debug_struct("PageCache")
             .field("pages", &self.pages.len())
             .field("bytes", &self.pages.weight())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,6 +121,7 @@ impl PageCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
