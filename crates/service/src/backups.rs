@@ -26,6 +26,8 @@ pub struct BackupService {
     pages: Option<std::sync::Arc<PageCache>>,
     /// Generation reads shared by concurrent requests (PostgreSQL; `generations.rs`).
     generations: std::sync::Arc<SharedGenerations>,
+    /// Where kept and rendered pages are counted.
+    metrics: Option<crate::Metrics>,
 }
 
 /// A list request as the API received it: query pairs in request order, percent-decoded.
@@ -209,6 +211,7 @@ impl BackupService {
             allowed_filters,
             pages: None,
             generations: std::sync::Arc::default(),
+            metrics: None,
         }
     }
 
@@ -216,6 +219,13 @@ impl BackupService {
     #[must_use]
     pub fn with_page_cache(mut self, bytes: u64) -> Self {
         self.pages = (bytes > 0).then(|| std::sync::Arc::new(PageCache::new(bytes)));
+        self
+    }
+
+    /// Counts the founding list's pages, kept or rendered, in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -261,7 +271,11 @@ impl BackupService {
                     self.catalog.backup_generation(project).await?
                 };
                 let key = format!("{q:?}\u{0}{view_key}");
-                pages.get_or_render(key, generation, read).await
+                let (body, rendered) = pages.get_or_render(key, generation, read).await?;
+                if let Some(m) = &self.metrics {
+                    m.list_page(rendered);
+                }
+                Ok(body)
             }
             _ => read.await,
         }

@@ -18,6 +18,7 @@ struct Inner {
     started: IntCounterVec,
     finished: IntCounterVec,
     backup_bytes: IntCounterVec,
+    list_pages: IntCounterVec,
     queue: IntGaugeVec,
     oldest_queued: Gauge,
     pool: IntGaugeVec,
@@ -110,6 +111,14 @@ impl Metrics {
              deduplicated (found in the parent or repeated), and stored after compression.",
             &["stage"],
         );
+        let list_pages = counters(
+            &registry,
+            "list_pages_total",
+            "Pages of the founding list (GET /backups) that kept pages served: \
+             `kept` (unchanged since rendered, or rendered by a request it waited for) or \
+             `rendered` (read from the catalog).",
+            &["outcome"],
+        );
         let queue = gauges(
             &registry,
             "job_queue",
@@ -171,6 +180,7 @@ impl Metrics {
             started,
             finished,
             backup_bytes,
+            list_pages,
             queue,
             oldest_queued,
             pool,
@@ -211,6 +221,11 @@ impl Metrics {
         ] {
             self.0.backup_bytes.with_label_values(&[stage]).inc_by(n);
         }
+    }
+
+    pub(crate) fn list_page(&self, rendered: bool) {
+        let outcome = if rendered { "rendered" } else { "kept" };
+        self.0.list_pages.with_label_values(&[outcome]).inc();
     }
 
     /// A listing of the repository: `(kind, objects, bytes)` for each kind.

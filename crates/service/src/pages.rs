@@ -72,17 +72,23 @@ impl PageCache {
     }
 
     /// The page kept under `key` and `generation`, else the one `render` makes, which
-    /// is then kept. Callers that arrive while a page is being rendered wait for it
-    /// instead of rendering it again; if the rendering fails, the next waiter tries.
+    /// is then kept; and whether this call rendered it. Callers that arrive while a page
+    /// is being rendered wait for it instead of rendering it again; if the rendering
+    /// fails, the next waiter tries.
     pub async fn get_or_render<E>(
         &self,
         key: String,
         generation: i64,
         render: impl Future<Output = Result<Bytes, E>>,
-    ) -> Result<Bytes, E> {
+    ) -> Result<(Bytes, bool), E> {
         if let Some(body) = self.get(&key, generation) {
-            return Ok(body);
+            return Ok((body, false));
         }
+        let mut rendered = false;
+        let render = async {
+            rendered = true;
+            render.await
+        };
         let slot = (key, generation);
         let cell = {
             let mut rendering = self
@@ -98,7 +104,7 @@ impl PageCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&slot);
-        Ok(body)
+        Ok((body, rendered))
     }
 
     /// The page kept under `key`, if it was read under `generation`.
@@ -153,6 +159,7 @@ mod tests {
                         Ok::<_, ()>(Bytes::from_static(b"page"))
                     })
                     .await
+                    .map(|(body, _)| body)
             }));
         }
         tokio::task::yield_now().await;
@@ -174,7 +181,13 @@ mod tests {
                 Ok::<_, ()>(Bytes::from_static(b"j"))
             })
             .await;
-        assert_eq!(again, Ok(Bytes::from_static(b"j")));
+        assert_eq!(again, Ok((Bytes::from_static(b"j"), true)));
+        let kept = cache
+            .get_or_render("j".into(), 1, async {
+                Ok::<_, ()>(Bytes::from_static(b"other"))
+            })
+            .await;
+        assert_eq!(kept, Ok((Bytes::from_static(b"j"), false)));
     }
 
     #[test]

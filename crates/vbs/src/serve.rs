@@ -182,7 +182,8 @@ pub async fn run(
         };
         let state = AppState {
             backups: BackupService::new(catalog.clone(), config.backup_filters.clone())
-                .with_page_cache(config.list_cache_mib.saturating_mul(1 << 20)),
+                .with_page_cache(config.list_cache_mib.saturating_mul(1 << 20))
+                .with_metrics(lifecycle.metrics().clone()),
             volumes,
             lifecycle,
             auth: Arc::new(auth),

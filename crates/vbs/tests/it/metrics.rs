@@ -120,6 +120,14 @@ async fn metrics_count_real_work_and_pass_promtool() {
     )
     .await;
 
+    // The founding list three times once the work has settled: a page rendered, then
+    // kept.
+    for _ in 0..3 {
+        let (st, l) = call(Method::GET, format!("/v3/{PA}/backups"), None).await;
+        assert_eq!(st, 200, "{l}");
+        assert_eq!(l["backups"][0]["id"], bid.as_str());
+    }
+
     // The scrape listener asks no token; the API's /metrics is for admins. The
     // repository's size comes from a listing a few seconds after the backup.
     let mut text = String::new();
@@ -207,6 +215,14 @@ async fn metrics_count_real_work_and_pass_promtool() {
     );
     assert!(sample(&text, "vbs_repository_scan_timestamp_seconds") > 1.7e9);
     assert_eq!(sample(&text, "vbs_job_queue{state=\"queued\"}"), 0.0);
+    // (A write that lands between two of them, such as a late progress reset, makes
+    // one more page rendered.)
+    let rendered = sample(&text, "vbs_list_pages_total{outcome=\"rendered\"}");
+    let kept = sample(&text, "vbs_list_pages_total{outcome=\"kept\"}");
+    assert!(
+        rendered >= 1.0 && kept >= 1.0 && rendered + kept == 3.0,
+        "{rendered} {kept}"
+    );
     assert!(text.contains("vbs_node_up{node="), "{text}");
     assert!(
         text.contains("vbs_catalog_pool_connections{state=\"idle\"}"),
