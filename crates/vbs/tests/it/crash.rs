@@ -204,6 +204,19 @@ pub(crate) async fn run(backend: Backend, per_op: u64, faults: Option<StoreFault
         for op in OPS {
             n += 1;
             let (backups, vols) = h.settle().await;
+            // Decided before the kill moment: a moment of the operation that runs.
+            let any = backups.values().any(|b| status(b) == "available");
+            let op = if op == Op::Incremental && !any
+                || matches!(op, Op::Restore | Op::Delete)
+                    && !backups.values().any(|b| {
+                        status(b) == "available"
+                            && (op != Op::Delete || b["has_dependent_backups"] == false)
+                    }) {
+                // Faults failed every backup there was: make one.
+                Op::Full
+            } else {
+                op
+            };
             let dur = took[&op].as_micros() as u64;
             // Even rounds: the k-th timed kill of an operation lands in the k-th slice
             // of its measured duration (the last a little past its end). Odd rounds:
@@ -231,18 +244,6 @@ pub(crate) async fn run(backend: Backend, per_op: u64, faults: Option<StoreFault
                     Op::Restore => Trigger::Written(restored * (2 * k + 1) / (2 * of), small),
                     Op::Delete => Trigger::ManifestGone(small),
                 }
-            };
-            let any = backups.values().any(|b| status(b) == "available");
-            let op = if op == Op::Incremental && !any
-                || matches!(op, Op::Restore | Op::Delete)
-                    && !backups.values().any(|b| {
-                        status(b) == "available"
-                            && (op != Op::Delete || b["has_dependent_backups"] == false)
-                    }) {
-                // Faults failed every backup there was: make one.
-                Op::Full
-            } else {
-                op
             };
             let target = match op {
                 Op::Restore | Op::Delete => Some(

@@ -516,6 +516,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failing test leaves its data directory (logs, catalog, repository) and
+            // its database to look at.
+            eprintln!(
+                "kept for inspection: {} (catalog {})",
+                self.dir.display(),
+                self.catalog
+            );
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((root, db)) = &self.database {
             psql_at(root, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
