@@ -479,6 +479,21 @@ impl BackupWorker {
             Err(e) => return Err(e),
         };
         let result = self.run_backup(&b, &options, guard).await;
+        if guard.lost.load(Ordering::SeqCst)
+            && !c
+                .renew_job(job.pk, &self.options.node, micros(self.options.lease))
+                .await
+                .unwrap_or(false)
+        {
+            // The lease went while the engine ran, and another node may be running the
+            // job now: it marks the backup and owns the source. This run must neither
+            // mark the backup (`available` here while the other run still writes its
+            // manifest) nor give the source back (the other run still reads it). (A
+            // lease that lapsed but that nobody took is taken back above, and the run
+            // ends as usual.)
+            tracing::warn!(backup = %b.id, stored = result.is_ok(), "backup stopped: its lease was lost");
+            return Ok(Ended::Recorded);
+        }
         let _ = c.set_backup_progress(&b.id, None).await;
         let ended = match result {
             Ok(stats) => {
@@ -524,12 +539,8 @@ impl BackupWorker {
                     Ended::Fail("The backup was deleted while it ran.".into())
                 }
             }
-            Err(EngineError::Cancelled) if guard.lost.load(Ordering::SeqCst) => {
-                // Whoever runs it next needs the source as it is.
-                tracing::warn!(backup = %b.id, "backup stopped: its lease was lost");
-                return Ok(Ended::Recorded);
-            }
-            Err(EngineError::Cancelled) => {
+            // (Cancelled because its lease lapsed, and taken back above: it failed.)
+            Err(EngineError::Cancelled) if !guard.lost.load(Ordering::SeqCst) => {
                 tracing::info!(backup = %b.id, "backup cancelled");
                 Ended::Fail("The backup was deleted while it ran.".into())
             }
@@ -651,8 +662,15 @@ impl BackupWorker {
         });
         let result = relay(guard, &cancel, run).await;
         watcher.abort();
-        if guard.lost.load(Ordering::SeqCst) {
-            // Another node restores it now (or will): leave the statuses to it.
+        if guard.lost.load(Ordering::SeqCst)
+            && !c
+                .renew_job(job.pk, &self.options.node, micros(self.options.lease))
+                .await
+                .unwrap_or(false)
+        {
+            // Another node restores it now (or will): leave the statuses to it. (A
+            // lease that lapsed but that nobody took is taken back, and the run ends as
+            // usual.)
             return Ok(Ended::Recorded);
         }
         let reason;
