@@ -24,7 +24,7 @@ pub struct BackupService {
     allowed_filters: Vec<String>,
     /// Rendered pages of the founding list, when enabled (see `pages.rs`).
     pages: Option<std::sync::Arc<PageCache>>,
-    /// Generation reads shared by concurrent requests (PostgreSQL; `generations.rs`).
+    /// Generation reads shared by concurrent requests (`PostgreSQL`; `generations.rs`).
     generations: std::sync::Arc<SharedGenerations>,
     /// Where kept and rendered pages are counted.
     metrics: Option<crate::Metrics>,
@@ -244,10 +244,7 @@ impl BackupService {
         let q = match plan {
             ListPlan::Query(q) => q,
             ListPlan::Empty { with_count } => {
-                let page = ListPage {
-                    items: Vec::new(),
-                    count: with_count.then_some(0),
-                };
+                let page = empty_page(with_count);
                 return Ok(render(&BackupList { page, link_limit }).into());
             }
         };
@@ -285,18 +282,6 @@ impl BackupService {
         &self.catalog
     }
 
-    /// Lists backup summaries (`GET /backups`).
-    pub async fn list_summaries(
-        &self,
-        ctx: &Context,
-        req: ListRequest<'_>,
-    ) -> Result<BackupList<BackupSummary>, Error> {
-        self.list(ctx, req, async |q| {
-            self.catalog.list_backup_summaries(q).await
-        })
-        .await
-    }
-
     /// Lists full records (`GET /backups/detail`).
     pub async fn list_records(
         &self,
@@ -318,10 +303,7 @@ impl BackupService {
         let (plan, link_limit) = self.list_query(ctx, req)?;
         let page = match plan {
             ListPlan::Query(q) => fetch(&q).await.map_err(marker_not_found(&q))?,
-            ListPlan::Empty { with_count } => ListPage {
-                items: Vec::new(),
-                count: with_count.then_some(0),
-            },
+            ListPlan::Empty { with_count } => empty_page(with_count),
         };
         Ok(BackupList { page, link_limit })
     }
@@ -460,6 +442,14 @@ enum ListPlan {
     Empty {
         with_count: bool,
     },
+}
+
+/// The page of a list Cinder answers without looking.
+fn empty_page<T>(with_count: bool) -> ListPage<T> {
+    ListPage {
+        items: Vec::new(),
+        count: with_count.then_some(0),
+    }
 }
 
 fn marker_not_found(q: &BackupQuery) -> impl FnOnce(CatalogError) -> Error + '_ {

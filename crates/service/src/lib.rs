@@ -37,7 +37,6 @@ pub use lifecycle::{BACKUP_SERVICE, BackupLifecycle, RestoreStarted};
 pub use manage::ManageVolumeOptions;
 pub use metrics::Metrics;
 pub use microversion::Microversion;
-pub use pages::PageCache;
 pub use policies::{
     MAX_POLICIES, MAX_POLICY_TAGS, MAX_POLICY_VOLUMES, ResourceOutcome, TaskPage, schedule_of,
     task_status,

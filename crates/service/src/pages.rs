@@ -25,6 +25,33 @@ use tokio::sync::OnceCell;
 /// Renderings under way, by key and generation.
 type Rendering = Mutex<HashMap<(String, i64), Arc<OnceCell<Bytes>>>>;
 
+/// A caller's place among the renderings under way, given up when the call ends however
+/// it ends (a page kept, a failed rendering such as an unknown marker, a request that
+/// went away): a failed key must not stay in the map.
+struct Slot<'a> {
+    rendering: &'a Rendering,
+    key: (String, i64),
+}
+
+impl Slot<'_> {
+    fn cell(&self) -> Arc<OnceCell<Bytes>> {
+        let mut rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rendering.entry(self.key.clone()).or_default().clone()
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
 /// A page and the generation it was read under.
 #[derive(Clone)]
 struct Kept {
@@ -89,21 +116,14 @@ impl PageCache {
             rendered = true;
             render.await
         };
-        let slot = (key, generation);
-        let cell = {
-            let mut rendering = self
-                .rendering
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            rendering.entry(slot.clone()).or_default().clone()
+        let slot = Slot {
+            rendering: &self.rendering,
+            key: (key, generation),
         };
+        let cell = slot.cell();
         let body = cell.get_or_try_init(|| render).await?.clone();
         // Kept before the slot is dropped: a caller that finds no slot finds the page.
-        self.insert(slot.0.clone(), generation, body.clone());
-        self.rendering
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&slot);
+        self.insert(slot.key.0.clone(), generation, body.clone());
         Ok((body, rendered))
     }
 
@@ -118,11 +138,6 @@ impl PageCache {
     /// Keeps `body`, read under `generation` (a page too large for the budget is not kept).
     pub fn insert(&self, key: String, generation: i64, body: Bytes) {
         self.pages.insert(key, Kept { generation, body });
-    }
-
-    /// Bytes held (keys and bodies).
-    pub fn weight(&self) -> u64 {
-        self.pages.weight()
     }
 }
 
@@ -175,6 +190,7 @@ mod tests {
             .get_or_render("j".into(), 1, async { Err::<Bytes, _>("catalog down") })
             .await;
         assert_eq!(failed, Err("catalog down"));
+        assert!(cache.rendering.lock().unwrap().is_empty());
         assert_eq!(cache.get("j", 1), None);
         let again = cache
             .get_or_render("j".into(), 1, async {
@@ -196,7 +212,11 @@ mod tests {
         for i in 0..100 {
             cache.insert(format!("k{i}"), 1, Bytes::from(vec![b'x'; 4096]));
         }
-        assert!(cache.weight() <= 64 * 1024, "{} bytes kept", cache.weight());
+        assert!(
+            cache.pages.weight() <= 64 * 1024,
+            "{} bytes kept",
+            cache.pages.weight()
+        );
         // A page larger than the whole budget is never kept.
         cache.insert("huge".into(), 1, Bytes::from(vec![b'x'; 128 * 1024]));
         assert_eq!(cache.get("huge", 1), None);

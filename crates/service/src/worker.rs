@@ -304,6 +304,19 @@ impl BackupWorker {
         tracing::info!(job = job.pk, backup = %id, "job done");
     }
 
+    /// Whether this run may still settle its job's statuses: its lease never lapsed, or
+    /// it lapsed but nobody took the job, and this run has taken it back. (A failed
+    /// renewal counts as taken: the next worker to claim it runs it again.)
+    async fn still_holds(&self, job: &Job, guard: &JobGuard) -> bool {
+        !guard.lost.load(Ordering::SeqCst)
+            || self
+                .life
+                .catalog()
+                .renew_job(job.pk, &self.options.node, micros(self.options.lease))
+                .await
+                .unwrap_or(false)
+    }
+
     /// Renews the job's lease (and the repository lock while it is held) every third of
     /// a lease. Told it lost either, or unable to renew for half a lease, the job stops:
     /// past that point another node may take it over.
@@ -479,18 +492,11 @@ impl BackupWorker {
             Err(e) => return Err(e),
         };
         let result = self.run_backup(&b, &options, guard).await;
-        if guard.lost.load(Ordering::SeqCst)
-            && !c
-                .renew_job(job.pk, &self.options.node, micros(self.options.lease))
-                .await
-                .unwrap_or(false)
-        {
+        if !self.still_holds(job, guard).await {
             // The lease went while the engine ran, and another node may be running the
             // job now: it marks the backup and owns the source. This run must neither
             // mark the backup (`available` here while the other run still writes its
-            // manifest) nor give the source back (the other run still reads it). (A
-            // lease that lapsed but that nobody took is taken back above, and the run
-            // ends as usual.)
+            // manifest) nor give the source back (the other run still reads it).
             tracing::warn!(backup = %b.id, stored = result.is_ok(), "backup stopped: its lease was lost");
             return Ok(Ended::Recorded);
         }
@@ -662,15 +668,8 @@ impl BackupWorker {
         });
         let result = relay(guard, &cancel, run).await;
         watcher.abort();
-        if guard.lost.load(Ordering::SeqCst)
-            && !c
-                .renew_job(job.pk, &self.options.node, micros(self.options.lease))
-                .await
-                .unwrap_or(false)
-        {
-            // Another node restores it now (or will): leave the statuses to it. (A
-            // lease that lapsed but that nobody took is taken back, and the run ends as
-            // usual.)
+        if !self.still_holds(job, guard).await {
+            // Another node restores it now (or will): leave the statuses to it.
             return Ok(Ended::Recorded);
         }
         let reason;

@@ -281,12 +281,11 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!(
-                "kept for inspection: {} and repository {}",
-                self.config_dir.display(),
-                self.repository
-            );
+        if crate::support::kept_on_failure(format_args!(
+            "{} and repository {}",
+            self.config_dir.display(),
+            self.repository
+        )) {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.config_dir);

@@ -854,31 +854,7 @@ async fn kept_pages_show_every_write(b: Backend) {
     let all = get("?with_count=true").await;
     assert_eq!(get("?with_count=true").await, all);
     assert_eq!(get("?name~=loaded-0999&with_count=true").await["count"], 0);
-    let rows = loaded_rows(10_000);
-    let file = s.dir().join("more.jsonl");
-    let mut text = String::new();
-    for r in &rows {
-        text.push_str(&r.to_string());
-        text.push('\n');
-    }
-    std::fs::write(&file, text).unwrap();
-    let out = vbs()
-        .args([
-            "admin",
-            "import-backups",
-            "--catalog",
-            &s.catalog,
-            "--data-dir",
-        ])
-        .arg(s.dir())
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_rows(s.dir(), &s.catalog, &loaded_rows(10_000), "more.jsonl");
     let all = get("?with_count=true").await;
     assert_eq!(all["count"], before[0]["count"].as_u64().unwrap() + 10_000);
     assert_eq!(all["backups"][0]["name"], "loaded-09999");

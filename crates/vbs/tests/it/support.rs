@@ -1,7 +1,7 @@
 //! Test support: a deterministic catalog, and the real `vbs` binary started on an
 //! ephemeral port over SQLite or a fresh PostgreSQL database, stopped on drop.
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -258,23 +258,7 @@ impl Server {
     ) -> Server {
         let (dir, catalog, database) = Self::prepare_at(backend, pg_root);
         if !rows.is_empty() {
-            let file = dir.join("seed.jsonl");
-            let mut f = std::fs::File::create(&file).expect("seed file");
-            for r in rows {
-                writeln!(f, "{r}").expect("write seed");
-            }
-            let out = vbs()
-                .args(["admin", "import-backups", "--data-dir"])
-                .arg(&dir)
-                .args(["--catalog", &catalog])
-                .arg(&file)
-                .output()
-                .expect("run import");
-            assert!(
-                out.status.success(),
-                "import failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            import_rows(&dir, &catalog, rows, "seed.jsonl");
         }
         let child = Self::spawn(&dir, &catalog, extra_args, rust_log, &[]);
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -512,18 +496,50 @@ fn listening_at(dir: &std::path::Path, child: &mut Child) -> String {
     format!("http://{addr}")
 }
 
+/// Loads `rows` into `catalog` with `vbs admin import-backups` (through the file `name` in
+/// `dir`), as an operator would, and asserts that it succeeded.
+pub fn import_rows(dir: &std::path::Path, catalog: &str, rows: &[Value], name: &str) {
+    let file = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&file).expect("rows file"));
+    for r in rows {
+        writeln!(f, "{r}").expect("write rows");
+    }
+    f.flush().expect("write rows");
+    let out = vbs()
+        .args(["admin", "import-backups", "--data-dir"])
+        .arg(dir)
+        .args(["--catalog", catalog])
+        .arg(&file)
+        .output()
+        .expect("run import");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether a test is failing, in which case what it made is kept to look at (`what`
+/// says where it is, printed).
+pub fn kept_on_failure(what: std::fmt::Arguments) -> bool {
+    let failing = std::thread::panicking();
+    if failing {
+        eprintln!("kept for inspection: {what}");
+    }
+    failing
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
-            // A failing test leaves its data directory (logs, catalog, repository) and
-            // its database to look at.
-            eprintln!(
-                "kept for inspection: {} (catalog {})",
-                self.dir.display(),
-                self.catalog
-            );
+        // A failing test leaves its data directory (logs, catalog, repository) and its
+        // database to look at.
+        if kept_on_failure(format_args!(
+            "{} (catalog {})",
+            self.dir.display(),
+            self.catalog
+        )) {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
