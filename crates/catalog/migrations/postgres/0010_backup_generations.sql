@@ -27,6 +27,10 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER backup_generations_bump
+-- Deferred to the commit, so that the project's row is always the last lock a
+-- transaction takes: fired with each statement, an incremental backup (its row, then its
+-- parent's) and the parent's delete (the parent, then the project's row) deadlocked.
+CREATE CONSTRAINT TRIGGER backup_generations_bump
     AFTER INSERT OR DELETE OR UPDATE ON backups
+    DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION backup_generations_bump();
