@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::backups::{RECORD_COLUMNS, record_from_row};
-use crate::jobs::{JobOutcome, NewJob, job_insert, outcome_sql};
+use crate::jobs::{JobOutcome, NewJob, hold, job_insert, outcome_sql};
 use crate::read::{Sql, Value, text};
 use crate::volumes::{NewVolume, insert_metadata, push_in};
 use crate::write::{exec, rename_sql};
@@ -299,13 +299,16 @@ impl Catalog {
     /// [`Self::release_backup_source`]), in one transaction: nobody sees the backup
     /// `available` while its volume still says `backing-up`. Returns whether the backup
     /// moved (a backup force-deleted meanwhile does not). Job `job` (the backup's) is
-    /// recorded a success in the same transaction, when the backup moved.
+    /// recorded a success in the same transaction, when the backup moved. Nothing
+    /// changes unless `worker` still holds the job ([`CatalogError::JobTaken`]): a run
+    /// whose lease lapsed must leave the backup and its source to the node that took the
+    /// job over.
     pub async fn complete_backup(
         &self,
         b: &BackupRecord,
         object_count: i64,
         service_metadata: &str,
-        job: i64,
+        (job, worker): (i64, &str),
     ) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
         // A backup with no container gets the repository's default one, as Cinder's
@@ -321,17 +324,19 @@ impl Catalog {
         .bind(Value::Int(ts::now_micros()))
         .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
         .bind(text(&b.id));
-        self.finish_backup(b, sql, job, JobOutcome::Success).await
+        self.finish_backup(b, sql, (job, worker), JobOutcome::Success)
+            .await
     }
 
     /// `creating` → `error` with `reason`, and its source given back, in one
     /// transaction. Returns whether the backup moved; if it did, job `job` is recorded
-    /// failed with `code` in the same transaction.
+    /// failed with `code` in the same transaction. Fenced on `worker` holding the job,
+    /// as [`Self::complete_backup`].
     pub async fn fail_backup(
         &self,
         b: &BackupRecord,
         reason: &str,
-        job: i64,
+        (job, worker): (i64, &str),
         code: &str,
     ) -> Result<bool, CatalogError> {
         let mut sql = Sql::default();
@@ -341,7 +346,7 @@ impl Catalog {
             .bind(Value::Int(ts::now_micros()))
             .push(" WHERE deleted = 0 AND status = 'creating' AND id = ")
             .bind(text(&b.id));
-        self.finish_backup(b, sql, job, JobOutcome::Fail { code, reason })
+        self.finish_backup(b, sql, (job, worker), JobOutcome::Fail { code, reason })
             .await
     }
 
@@ -352,10 +357,11 @@ impl Catalog {
         &self,
         b: &BackupRecord,
         moving: Sql,
-        job: i64,
+        (job, worker): (i64, &str),
         outcome: JobOutcome<'_>,
     ) -> Result<bool, CatalogError> {
         let mut tx = self.begin().await?;
+        hold(&mut tx, job, worker).await?;
         let moved = exec(&mut tx, moving).await? == 1;
         if moved {
             exec(&mut tx, outcome_sql(job, outcome)).await?;
@@ -569,12 +575,13 @@ impl Catalog {
     /// (with the failure's reason, or none), the volume `restoring-backup` → its end
     /// status, and a restored volume other than the backup's own source remembers the
     /// backup (`src_backup_id`, as Cinder does). Nobody sees one end without the other.
+    /// Nothing changes unless `worker` still holds job `job` ([`CatalogError::JobTaken`]).
     pub async fn finish_restore(
         &self,
         backup_id: &str,
         volume_id: &str,
         end: RestoreEnd<'_>,
-        job: i64,
+        (job, worker): (i64, &str),
     ) -> Result<(), CatalogError> {
         let now = ts::now_micros();
         let (reason, volume_status, outcome) = match end {
@@ -592,6 +599,7 @@ impl Catalog {
             ),
         };
         let mut tx = self.begin().await?;
+        hold(&mut tx, job, worker).await?;
         if let RestoreEnd::Done {
             record_source,
             volume_metadata,

@@ -175,6 +175,28 @@ pub(crate) fn outcome_sql(pk: i64, outcome: JobOutcome<'_>) -> Sql {
     sql
 }
 
+/// Keeps job `pk` `worker`'s until the transaction ends, or fails with
+/// [`CatalogError::JobTaken`] when another worker holds it now: the fence of a run that
+/// settles its job's statuses. On PostgreSQL the job's row stays locked until the
+/// commit, so a claim of the lapsed job waits (or skips it) rather than running it
+/// beside this run's end; on SQLite the transaction holds the write lock.
+pub(crate) async fn hold(
+    tx: &mut crate::write::Tx,
+    pk: i64,
+    worker: &str,
+) -> Result<(), CatalogError> {
+    let mut sql = Sql::default();
+    sql.push("UPDATE jobs SET worker = worker WHERE state = 'running' AND pk = ")
+        .bind(Value::Int(pk))
+        .push(" AND worker = ")
+        .bind(Value::Text(worker.into()));
+    if crate::write::exec(tx, sql).await? == 1 {
+        Ok(())
+    } else {
+        Err(CatalogError::JobTaken(pk))
+    }
+}
+
 /// A claimed job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {

@@ -73,6 +73,10 @@ pub enum CatalogError {
         in_use: i64,
         requested: i64,
     },
+    /// A job's run tried to settle its job, but the job is another worker's now (its
+    /// lease lapsed and another node claimed it): nothing was changed.
+    #[error("job {0} is held by another worker")]
+    JobTaken(i64),
     /// The database engine refused a read (the message says why).
     #[error("catalog engine error: {0}")]
     Engine(String),

@@ -130,6 +130,15 @@ fn ended_by_status(b: &BackupRecord) -> Ended {
     }
 }
 
+/// A run whose settling write found its job taken over by another node (its lease
+/// lapsed after the run last checked): it stops as a run that lost its lease does,
+/// having changed nothing.
+fn taken_over(guard: &JobGuard, backup: &str) -> Ended {
+    guard.lose();
+    tracing::warn!(backup, "job stopped: another worker holds it now");
+    Ended::Recorded
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -501,6 +510,9 @@ impl BackupWorker {
             return Ok(Ended::Recorded);
         }
         let _ = c.set_backup_progress(&b.id, None).await;
+        // Each status change is fenced on the job still being this node's: the lease may
+        // lapse again between the check above and the write.
+        let held = (job.pk, self.options.node.as_str());
         let ended = match result {
             Ok(stats) => {
                 let block = 4096;
@@ -529,9 +541,13 @@ impl BackupWorker {
                     meta.insert(k.to_owned(), v);
                 }
                 let meta = Value::Object(meta);
-                let done = c
-                    .complete_backup(&b, stats.object_count as i64, &meta.to_string(), job.pk)
-                    .await?;
+                let done = match c
+                    .complete_backup(&b, stats.object_count as i64, &meta.to_string(), held)
+                    .await
+                {
+                    Err(CatalogError::JobTaken(_)) => return Ok(taken_over(guard, &b.id)),
+                    done => done?,
+                };
                 if done {
                     // A policy's backup: its retention for this disk, now that the
                     // newest backup is in.
@@ -551,9 +567,13 @@ impl BackupWorker {
                 Ended::Fail("The backup was deleted while it ran.".into())
             }
             Err(e) => {
-                let moved = c
-                    .fail_backup(&b, &e.to_string(), job.pk, fail_code(JobKind::Backup))
-                    .await?;
+                let moved = match c
+                    .fail_backup(&b, &e.to_string(), held, fail_code(JobKind::Backup))
+                    .await
+                {
+                    Err(CatalogError::JobTaken(_)) => return Ok(taken_over(guard, &b.id)),
+                    moved => moved?,
+                };
                 if moved {
                     Ended::RecordedFail
                 } else {
@@ -700,7 +720,13 @@ impl BackupWorker {
             }
         };
         let failed = matches!(end, RestoreEnd::Failed { .. });
-        c.finish_restore(&b.id, &vid, end, job.pk).await?;
+        match c
+            .finish_restore(&b.id, &vid, end, (job.pk, &self.options.node))
+            .await
+        {
+            Err(CatalogError::JobTaken(_)) => return Ok(taken_over(guard, &b.id)),
+            finished => finished?,
+        }
         Ok(if failed {
             Ended::RecordedFail
         } else {
@@ -832,5 +858,252 @@ impl BackupWorker {
                 Ok(Ended::Fail(reason))
             }
         }
+    }
+}
+
+/// A run whose lease lapsed while its engine worked, and whose job another node then
+/// claimed, against a real catalog, repository and volume file: the two runs of one job
+/// that the cluster fault campaign caught (PostgreSQL restarted under a worker).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use vbs_catalog::{Catalog, CatalogOptions};
+    use vbs_engine::EngineOptions;
+    use vbs_engine::pool::Pool;
+
+    use super::*;
+    use crate::context::{Context, Role};
+    use crate::microversion::Microversion;
+    use crate::volumes::{CreateVolumeOptions, VolumeService};
+
+    const LEASE: Duration = Duration::from_mins(1);
+
+    struct Node {
+        dir: tempfile::TempDir,
+        life: BackupLifecycle,
+        engine: Engine,
+        ctx: Context,
+        /// The volume backed up, and the bytes it holds.
+        volume: String,
+        bytes: Vec<u8>,
+    }
+
+    impl Node {
+        async fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let catalog = Catalog::open(&CatalogOptions::sqlite_in(dir.path()))
+                .await
+                .unwrap();
+            let pool = Pool::open(dir.path()).unwrap();
+            let volumes = VolumeService::new(catalog.clone(), pool);
+            let life = BackupLifecycle::new(catalog, volumes.clone(), "vbs@test".into());
+            let store = vbs_repository::Store::local(&dir.path().join("repository")).unwrap();
+            let engine = Engine::new(store, EngineOptions::default());
+            let ctx = Context {
+                user_id: "u".into(),
+                project_id: "p".into(),
+                roles: vec![Role::Member, Role::Reader],
+            };
+            let body = json!({"volume": {"size": 1}});
+            let opts = CreateVolumeOptions::from_body(&body, Microversion::MIN).unwrap();
+            let v = volumes.create(&ctx, opts).await.unwrap();
+            // 3 MiB that do not repeat, at the start of the 1 GiB image.
+            let mut bytes = Vec::with_capacity(3 << 20);
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+            while bytes.len() < 3 << 20 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+            let mut image = std::fs::OpenOptions::new()
+                .write(true)
+                .open(volumes.volume_file(&v))
+                .unwrap();
+            std::io::Write::write_all(&mut image, &bytes).unwrap();
+            image.sync_all().unwrap();
+            Self {
+                dir,
+                life,
+                engine,
+                ctx,
+                volume: v.id,
+                bytes,
+            }
+        }
+
+        fn worker(&self, node: &str) -> BackupWorker {
+            BackupWorker::new(
+                self.life.clone(),
+                self.engine.clone(),
+                WorkerOptions {
+                    node: node.into(),
+                    lease: LEASE,
+                    ..WorkerOptions::default()
+                },
+            )
+        }
+
+        fn catalog(&self) -> &Catalog {
+            self.life.catalog()
+        }
+
+        /// Node `first` claims the only queued job, its lease lapses, and node `second`
+        /// claims the job: both runs of it, as each worker sees its claim.
+        async fn taken_over(&self, first: &str, second: &str) -> (Job, Job) {
+            let stale = self.catalog().claim_job(first, 0).await.unwrap().unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let new = self
+                .catalog()
+                .claim_job(second, micros(LEASE))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((new.pk, new.attempts), (stale.pk, 2));
+            (stale, new)
+        }
+
+        async fn statuses(&self, backup: &str) -> (String, String) {
+            let b = self.catalog().get_backup(backup, None).await.unwrap();
+            let v = self.catalog().get_volume(&self.volume, None).await.unwrap();
+            (b.status, v.status)
+        }
+
+        /// Who holds job `job` now, and how it ended (its outcome, if recorded).
+        async fn job(&self, job: &Job) -> (Option<String>, Option<String>) {
+            let id = job.id.clone().unwrap();
+            let holder = self.catalog().running_jobs().await.unwrap();
+            let holder = holder.into_iter().find(|(j, _)| j.id == id).map(|(_, w)| w);
+            let record = self.catalog().get_job(&id, "p").await.unwrap();
+            (holder, record.outcome)
+        }
+
+        /// Restores `backup` to a new file: its bytes must be the volume's.
+        async fn check_restores(&self, backup: &str) {
+            let target = self.dir.path().join(format!("restored-{backup}"));
+            self.engine
+                .restore(RestoreOptions {
+                    backup_id: backup.into(),
+                    target: target.clone(),
+                    progress: Arc::new(Progress::default()),
+                    cancel: Arc::new(AtomicBool::new(false)),
+                })
+                .await
+                .unwrap();
+            let mut restored = std::fs::File::open(&target).unwrap();
+            assert_eq!(restored.metadata().unwrap().len(), 1 << 30);
+            let mut head = vec![0; self.bytes.len() + (1 << 20)];
+            std::io::Read::read_exact(&mut restored, &mut head).unwrap();
+            assert!(head[..self.bytes.len()] == self.bytes[..]);
+            assert!(head[self.bytes.len()..].iter().all(|&b| b == 0));
+        }
+    }
+
+    /// A run's view of its claim: `noticed` when its lease renewal found the lease gone
+    /// after the engine's last check of the stop flag (the engine stored the manifest
+    /// anyway).
+    fn guard(node: &str, job: &Job, noticed: bool) -> JobGuard {
+        JobGuard {
+            holder: format!("{node}/job-{}", job.pk),
+            cancel: AtomicBool::new(false),
+            lost: AtomicBool::new(noticed),
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    async fn backup_taken_over(noticed: bool) {
+        let node = Node::new().await;
+        let (w1, w2) = (node.worker("w1"), node.worker("w2"));
+        let body = json!({"backup": {"volume_id": node.volume, "name": "b"}});
+        let b = node
+            .life
+            .create(&node.ctx, Microversion::MIN, &body)
+            .await
+            .unwrap();
+        let (stale, new) = node.taken_over("w1", "w2").await;
+
+        // The stale run stores its whole backup, and then must change nothing: the
+        // backup stays `creating` and the volume stays `backing-up` for the new run.
+        let g1 = guard("w1", &stale, noticed);
+        let ended = w1.backup(&stale, &g1).await.unwrap();
+        assert!(matches!(ended, Ended::Recorded), "{ended:?}");
+        assert!(g1.lost.load(Ordering::SeqCst));
+        assert!(node.engine.has_backup(&b.id).await.unwrap());
+        assert_eq!(
+            node.statuses(&b.id).await,
+            ("creating".into(), "backing-up".into())
+        );
+        assert_eq!(node.job(&stale).await, (Some("w2".into()), None));
+
+        // The run that holds the job ends it.
+        let g2 = guard("w2", &new, false);
+        let ended = w2.backup(&new, &g2).await.unwrap();
+        assert!(matches!(ended, Ended::Recorded), "{ended:?}");
+        assert_eq!(
+            node.statuses(&b.id).await,
+            ("available".into(), "available".into())
+        );
+        assert_eq!(
+            node.job(&new).await,
+            (Some("w2".into()), Some("success".into()))
+        );
+        node.check_restores(&b.id).await;
+    }
+
+    /// The campaign's failure: the run's renewal found the lease gone just as its
+    /// engine stored the manifest; it still marked the backup `available` and gave the
+    /// volume back while the run that had taken the job over was reading it.
+    #[tokio::test]
+    async fn lapsed_lease_run_marked_available_while_the_new_run_read_the_source() {
+        backup_taken_over(true).await;
+    }
+
+    /// The same takeover after the run's last look at its lease (it lapsed and was
+    /// claimed between that check and the status change): the catalog refuses the
+    /// change, since the job is no longer the run's.
+    #[tokio::test]
+    async fn run_whose_job_was_taken_after_its_last_lease_check_marked_available() {
+        backup_taken_over(false).await;
+    }
+
+    /// A restore run whose job was taken over must not end the restore: the statuses
+    /// stay until the run that holds the job ends it.
+    #[tokio::test]
+    async fn restore_run_whose_job_was_taken_over_ended_the_restore() {
+        let node = Node::new().await;
+        let (w0, w1, w2) = (node.worker("w0"), node.worker("w1"), node.worker("w2"));
+        let body = json!({"backup": {"volume_id": node.volume}});
+        let b = node
+            .life
+            .create(&node.ctx, Microversion::MIN, &body)
+            .await
+            .unwrap();
+        let job = node
+            .catalog()
+            .claim_job("w0", micros(LEASE))
+            .await
+            .unwrap()
+            .unwrap();
+        w0.backup(&job, &guard("w0", &job, false)).await.unwrap();
+        assert_eq!(node.statuses(&b.id).await.0, "available");
+        let body = json!({"restore": {"volume_id": node.volume}});
+        node.life.restore(&node.ctx, &b.id, &body).await.unwrap();
+        let (stale, new) = node.taken_over("w1", "w2").await;
+        for noticed in [true, false] {
+            let g1 = guard("w1", &stale, noticed);
+            let ended = w1.restore(&stale, &g1).await.unwrap();
+            assert!(matches!(ended, Ended::Recorded), "{ended:?}");
+            assert_eq!(
+                node.statuses(&b.id).await,
+                ("restoring".into(), "restoring-backup".into())
+            );
+            assert_eq!(node.job(&stale).await, (Some("w2".into()), None));
+        }
+        let ended = w2.restore(&new, &guard("w2", &new, false)).await.unwrap();
+        assert!(matches!(ended, Ended::Recorded), "{ended:?}");
+        assert_eq!(
+            node.statuses(&b.id).await,
+            ("available".into(), "available".into())
+        );
     }
 }
