@@ -15,6 +15,12 @@
 //! - `torn`: a `put` of a key that does not exist yet stores a prefix of the bytes under
 //!   it and returns a retryable error: a crash in the middle of a write on a store
 //!   whose writes are not atomic. The caller must never treat that object as stored.
+//!   Local stores only: "does not exist" is decided in the same step as the write
+//!   (`O_EXCL`), so a tear never lands on an object another writer stored meanwhile.
+//!   Swift and S3 get no torn writes: a PUT is atomic on both, so no real fault leaves
+//!   a prefix there, and neither can create only-if-absent in one step (Swift's
+//!   `If-None-Match: *` let a prefix replace a whole object stored by a `PUT` that was
+//!   under way; the S3 servers we test against refuse conditional writes).
 //!
 //! What is never injected, because no caller could survive it: a `put` that returns
 //! `Ok` without having stored every byte (that breaks the durability contract itself),
@@ -411,6 +417,60 @@ mod tests {
         assert_eq!(counts(&s), [0, 0, 0, 1]);
         let lines = std::fs::read_to_string(&log).unwrap();
         assert_eq!(lines, "torn put new\n");
+    }
+
+    /// Two runs of one backup job (one whose lease lapsed, one that took the job over)
+    /// store its manifest at once, with different bytes. The tear was a check for the
+    /// key and then a write, so it could land on the complete object the other writer
+    /// stored in between: an `available` backup whose manifest failed authentication.
+    /// Returns how many of the faulty writer's puts were torn.
+    async fn racing_writers_of_one_key(plain: &Store, faulty: &Store) -> u32 {
+        let mut torn = 0;
+        for i in 0..48 {
+            let key = format!("manifests/race-{}-{i}", std::process::id());
+            let mine = Bytes::from(vec![1u8; 256 << 10]);
+            let theirs = Bytes::from(vec![2u8; 256 << 10]);
+            let (a, b) = tokio::join!(
+                faulty.put(&key, mine.clone()),
+                plain.put(&key, theirs.clone())
+            );
+            b.unwrap();
+            torn += u32::from(a.is_err());
+            let stored = plain.get(&key).await.unwrap();
+            assert!(
+                stored == mine || stored == theirs,
+                "a tear landed on a stored object: {} bytes",
+                stored.len()
+            );
+            plain.delete(&key).await.unwrap();
+        }
+        torn
+    }
+
+    #[tokio::test]
+    async fn tear_landed_on_the_manifest_another_run_had_stored_local() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Store::local(dir.path()).unwrap();
+        let torn = racing_writers_of_one_key(&plain, &store(dir.path(), "torn=1", None)).await;
+        assert!(torn > 0, "no write was torn");
+    }
+
+    /// The same on Swift (`scripts/swift-aio.sh start`, at `VBS_TEST_SWIFT`), where no
+    /// write is torn: even `If-None-Match: *` let a torn `PUT` replace a whole object.
+    #[tokio::test]
+    async fn tear_landed_on_the_manifest_another_run_had_stored_swift() {
+        let addr = std::env::var("VBS_TEST_SWIFT").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+        let url = format!("swift+tempauth://{addr}/vbs-test-faults");
+        let creds = crate::Credentials {
+            user: Some("test:tester".into()),
+            key: Some("testing".into()),
+            ..crate::Credentials::default()
+        };
+        let plain = Store::open(&url, &creds).await.unwrap();
+        let mut faulty = Store::open(&url, &creds).await.unwrap();
+        let faults = Faults::new(FaultSpec::parse("torn=1").unwrap(), 1, None);
+        std::sync::Arc::get_mut(&mut faulty.inner).unwrap().faults = Some(faults);
+        assert_eq!(racing_writers_of_one_key(&plain, &faulty).await, 0);
     }
 
     #[tokio::test]
