@@ -25,7 +25,7 @@ use crate::format::{
     BLOCK, FRAME_BLOCKS, FRAME_ZSTD, FrameRef, Hash, Manifest, ManifestHeader, PACK_TARGET,
     PackBuilder, Run, is_zero, manifest_key, pack_key,
 };
-use crate::{Engine, EngineError, Progress, check_cancel, source};
+use crate::{Engine, EngineError, Progress, check_cancel, source, unless_cancelled};
 
 /// What to back up.
 #[derive(Debug, Clone)]
@@ -293,9 +293,11 @@ impl Engine {
             .len() as u64;
         let encoded = self.encode_manifest(manifest).await?;
         stats.manifest_bytes = encoded.len() as u64;
-        self.store
-            .put(&manifest_key(&opts.backup_id), Bytes::from(encoded))
-            .await?;
+        let key = manifest_key(&opts.backup_id);
+        unless_cancelled(&opts.cancel, async {
+            Ok(self.store.put(&key, Bytes::from(encoded)).await?)
+        })
+        .await?;
         stats.id.clone_from(&opts.backup_id);
         stats.volume_size = size;
         stats.bytes_stored = bytes_stored;
@@ -821,5 +823,40 @@ mod tests {
         }
         // Too short to sample: compressed as usual.
         assert!(!looks_incompressible(&random(32 << 10, 3)));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cancel_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use crate::{EngineError, unless_cancelled};
+
+    /// A run that lost its lease while its manifest's put hung (the Swift proxy killed
+    /// under it) went on waiting, and its manifest could land after its lock expired
+    /// and a sweep had removed the packs it names: the put is now dropped in flight.
+    #[tokio::test]
+    async fn manifest_put_outlived_the_lease_that_was_cancelled() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let hung = std::future::pending::<Result<(), EngineError>>();
+        let r = unless_cancelled(&cancel, hung).await;
+        assert!(matches!(r, Err(EngineError::Cancelled)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Work that ends first gives its result, however long it takes.
+        let keep = AtomicBool::new(false);
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            Ok::<_, EngineError>(7)
+        };
+        assert_eq!(unless_cancelled(&keep, slow).await.unwrap(), 7);
     }
 }

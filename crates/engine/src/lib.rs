@@ -127,6 +127,25 @@ pub(crate) fn check_cancel(c: &AtomicBool) -> Result<(), EngineError> {
     }
 }
 
+/// Runs `work` until it ends, or until `c` is set (looked at every 50 ms), when it is
+/// dropped in flight and the call fails with [`EngineError::Cancelled`]. For the
+/// manifest's put: a run whose lease lapses must not store its manifest after its
+/// repository lock expires, when a sweep may have removed the packs it names (the
+/// worker stops a run half a lease before its lock expires; see docs/repository.md).
+pub(crate) async fn unless_cancelled<T>(
+    c: &AtomicBool,
+    work: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::pin!(work);
+    loop {
+        check_cancel(c)?;
+        tokio::select! {
+            r = &mut work => return r,
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+}
+
 /// Tuning knobs; the defaults are the measured ones.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

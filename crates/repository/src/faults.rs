@@ -468,8 +468,8 @@ mod tests {
         };
         let plain = Store::open(&url, &creds).await.unwrap();
         let mut faulty = Store::open(&url, &creds).await.unwrap();
-        let faults = Faults::new(FaultSpec::parse("torn=1").unwrap(), 1, None);
-        std::sync::Arc::get_mut(&mut faulty.inner).unwrap().faults = Some(faults);
+        let tearing = Faults::new(FaultSpec::parse("torn=1").unwrap(), 1, None);
+        std::sync::Arc::get_mut(&mut faulty.inner).unwrap().faults = Some(tearing);
         assert_eq!(racing_writers_of_one_key(&plain, &faulty).await, 0);
     }
 
