@@ -146,6 +146,14 @@ pub(crate) async fn unless_cancelled<T>(
     }
 }
 
+/// Why a repository's keys object did not open.
+enum KeysRead {
+    /// Every read gave the same bytes: this is what is stored.
+    Stored(EngineError),
+    /// Reads differed or failed: what is stored is not known.
+    Unsteady(EngineError),
+}
+
 /// Tuning knobs; the defaults are the measured ones.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -244,24 +252,29 @@ impl Engine {
             other => other,
         };
         let keys = match (store.get(crypt::KEYS_KEY).await, encryption) {
-            (Ok(stored), Encryption::Key(master)) => match DataKeys::unwrap(&stored, master) {
-                Ok(keys) => Some(keys),
-                // A damaged keys object (not another master key's) in a repository
-                // that holds no data: the write that made it was torn before anything
-                // was sealed with them, so nothing is lost by making them again. (The
-                // service opens an empty repository under the catalog's exclusive
-                // repository lock, so two nodes never both replace them.) With data,
-                // damaged keys stay an error: the data would be unreadable.
-                Err(EngineError::Corrupt(m)) if Self::is_empty(&store).await? => {
-                    tracing::warn!(repository = %location, error = %m, "the repository's keys object is damaged and it holds no data yet: making its keys again");
-                    let keys = DataKeys::generate();
-                    store
-                        .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(master)))
-                        .await?;
-                    Some(keys)
+            (Ok(stored), Encryption::Key(master)) => {
+                match Self::unwrap_keys(&store, stored, master).await {
+                    Ok(keys) => Some(keys),
+                    // A keys object stored damaged (not another master key's, and not a
+                    // read that went wrong: every read gave the same bytes) in a repository
+                    // that holds no data: the write that made it was torn before anything
+                    // was sealed with them, so nothing is lost by making them again. (The
+                    // service opens an empty repository under the catalog's exclusive
+                    // repository lock, so two nodes never both replace them.) With data,
+                    // damaged keys stay an error: the data would be unreadable.
+                    Err(KeysRead::Stored(EngineError::Corrupt(m)))
+                        if Self::is_empty(&store).await? =>
+                    {
+                        tracing::warn!(repository = %location, error = %m, "the repository's keys object is damaged and it holds no data yet: making its keys again");
+                        let keys = DataKeys::generate();
+                        store
+                            .put(crypt::KEYS_KEY, bytes::Bytes::from(keys.wrap(master)))
+                            .await?;
+                        Some(keys)
+                    }
+                    Err(KeysRead::Stored(e) | KeysRead::Unsteady(e)) => return Err(named(e)),
                 }
-                Err(e) => return Err(named(e)),
-            },
+            }
             (Ok(_), Encryption::Off) => {
                 return Err(named(EngineError::Key(
                     "it is encrypted and no master key was given (key_file or \
@@ -289,6 +302,42 @@ impl Engine {
             store,
             options,
             keys: keys.map(Arc::new),
+        })
+    }
+
+    /// The data keys in `stored` (the keys object as read), reading it again when they
+    /// do not open: a read can go wrong where the object is whole, and keys made anew
+    /// over whole ones would leave every node that opened them sealing what no other
+    /// node can read (the cluster fault campaign caught a worker that replaced them
+    /// after a truncated read, while the other worker went on with the old ones).
+    async fn unwrap_keys(
+        store: &Store,
+        stored: bytes::Bytes,
+        master: &MasterKey,
+    ) -> Result<DataKeys, KeysRead> {
+        const READS: usize = 4;
+        let mut error = match DataKeys::unwrap(&stored, master) {
+            Ok(keys) => return Ok(keys),
+            Err(e @ EngineError::Key(_)) => return Err(KeysRead::Stored(e)),
+            Err(e) => e,
+        };
+        let mut steady = true;
+        for _ in 1..READS {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let again = match store.get(crypt::KEYS_KEY).await {
+                Ok(again) => again,
+                Err(e) => return Err(KeysRead::Unsteady(e.into())),
+            };
+            steady &= again == stored;
+            match DataKeys::unwrap(&again, master) {
+                Ok(keys) => return Ok(keys),
+                Err(e) => error = e,
+            }
+        }
+        Err(if steady {
+            KeysRead::Stored(error)
+        } else {
+            KeysRead::Unsteady(error)
         })
     }
 

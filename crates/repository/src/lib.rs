@@ -174,8 +174,27 @@ impl fmt::Debug for Store {
 const STAGING_DIR: &str = ".staging";
 
 impl Store {
+    /// A store in a local directory injecting the faults of `spec` (the form of
+    /// `VBS_STORE_FAULTS`, see [`faults`]), for tests of what callers make of them.
+    pub fn local_with_faults(root: &Path, spec: &str) -> Result<Self, StoreError> {
+        let faults = faults::Faults::new(faults::FaultSpec::parse(spec)?, 0, None);
+        let (backend, location) = Self::local_backend(root)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                location,
+                faults: Some(faults),
+            }),
+        })
+    }
+
     /// A store in a local directory (created if missing).
     pub fn local(root: &Path) -> Result<Self, StoreError> {
+        let (backend, location) = Self::local_backend(root)?;
+        Self::from_backend(backend, location)
+    }
+
+    fn local_backend(root: &Path) -> Result<(Backend, String), StoreError> {
         std::fs::create_dir_all(root.join(STAGING_DIR))?;
         let root = std::fs::canonicalize(root)?;
         let staging = root.join(STAGING_DIR);
@@ -185,10 +204,10 @@ impl Store {
         let op = Operator::new(builder).map_err(|e| StoreError::from_opendal("", e))?;
         let location = url::Url::from_directory_path(&root)
             .map_or_else(|()| root.display().to_string(), |u| u.to_string());
-        Self::from_backend(
+        Ok((
             Backend::Local { op, root },
             location.trim_end_matches('/').to_owned(),
-        )
+        ))
     }
 
     /// Opens the store `url` names (see the crate docs for the forms), with `creds`

@@ -369,3 +369,47 @@ async fn torn_keys_object_of_an_empty_repository_bricked_it() {
         Err(EngineError::Corrupt(_))
     ));
 }
+
+/// Regression (cluster fault campaign, issue 16): a worker read the whole keys object of
+/// a new repository truncated, took it for stored damage and made the keys again, while
+/// the other worker went on sealing with the old ones; every backup of that worker was
+/// then unreadable ("authentication failed") to all others. Keys are made again only
+/// when every read gives the same damaged bytes.
+#[tokio::test]
+async fn truncated_read_of_whole_keys_made_them_again_under_another_node() {
+    let repo = Repo::new();
+    let master = MasterKey::generate();
+    let key = Encryption::Key(master.clone());
+    let first = repo.open(&key).await.unwrap();
+    let keys = repo.path("repo").join(vbs_engine::crypt::KEYS_KEY);
+    let whole = std::fs::read(&keys).unwrap();
+    // Every read truncated: the open fails, and the keys object stays as it is.
+    let truncating = Store::local_with_faults(&repo.path("repo"), "seed=3,truncate=1").unwrap();
+    let opened = Engine::open(truncating, EngineOptions::default(), &key).await;
+    assert!(
+        matches!(opened, Err(EngineError::Corrupt(_))),
+        "{:?}",
+        opened.err()
+    );
+    assert_eq!(
+        std::fs::read(&keys).unwrap(),
+        whole,
+        "the keys were made again"
+    );
+    // Some reads truncated: the open gets the keys of the first node.
+    let flaky = Store::local_with_faults(&repo.path("repo"), "seed=5,truncate=0.5").unwrap();
+    let second = Engine::open(flaky, EngineOptions::default(), &key)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&keys).unwrap(), whole);
+    let src = repo.path("src.img");
+    image::create(&src, 4, 1);
+    backup(&first, "b1", &src, None).await;
+    backup(&second, "b2", &src, None).await;
+    let plain = repo.open(&key).await.unwrap();
+    for b in ["b1", "b2"] {
+        let out = repo.path(&format!("{b}.out"));
+        restore(&plain, b, &out).await.unwrap();
+        assert!(image::same(&src, &out));
+    }
+}
