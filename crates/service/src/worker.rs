@@ -865,7 +865,7 @@ impl BackupWorker {
 /// claimed, against a real catalog, repository and volume file: the two runs of one job
 /// that the cluster fault campaign caught (PostgreSQL restarted under a worker).
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use vbs_catalog::{Catalog, CatalogOptions};
     use vbs_engine::EngineOptions;
@@ -878,8 +878,54 @@ mod tests {
 
     const LEASE: Duration = Duration::from_mins(1);
 
+    /// A fresh database on the `PostgreSQL` server at `VBS_TEST_POSTGRES` (default
+    /// `postgres://postgres@127.0.0.1:5432`), dropped with the node.
+    struct Database {
+        root: String,
+        name: String,
+    }
+
+    impl Database {
+        fn psql(root: &str, sql: &str) {
+            let out = std::process::Command::new("psql")
+                .args([
+                    &format!("{root}/postgres"),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qc",
+                    sql,
+                ])
+                .output()
+                .expect("psql runs (PostgreSQL tests need it; they are never skipped)");
+            assert!(
+                out.status.success(),
+                "psql {sql}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        fn create() -> Self {
+            let root = std::env::var("VBS_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            let name = format!("vbs_worker_{}", uuid::Uuid::new_v4().simple());
+            Self::psql(&root, &format!("CREATE DATABASE {name}"));
+            Self { root, name }
+        }
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            Self::psql(
+                &self.root,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            );
+        }
+    }
+
     struct Node {
         dir: tempfile::TempDir,
+        /// The catalog's database on `PostgreSQL` (none: `SQLite` in `dir`).
+        _database: Option<Database>,
         life: BackupLifecycle,
         engine: Engine,
         ctx: Context,
@@ -889,11 +935,17 @@ mod tests {
     }
 
     impl Node {
-        async fn new() -> Self {
+        async fn new(postgres: bool) -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let catalog = Catalog::open(&CatalogOptions::sqlite_in(dir.path()))
-                .await
-                .unwrap();
+            let database = postgres.then(Database::create);
+            let options = match &database {
+                Some(db) => CatalogOptions {
+                    url: format!("{}/{}", db.root, db.name),
+                    max_connections: 4,
+                },
+                None => CatalogOptions::sqlite_in(dir.path()),
+            };
+            let catalog = Catalog::open(&options).await.unwrap();
             let pool = Pool::open(dir.path()).unwrap();
             let volumes = VolumeService::new(catalog.clone(), pool);
             let life = BackupLifecycle::new(catalog, volumes.clone(), "vbs@test".into());
@@ -924,6 +976,7 @@ mod tests {
             image.sync_all().unwrap();
             Self {
                 dir,
+                _database: database,
                 life,
                 engine,
                 ctx,
@@ -1011,8 +1064,8 @@ mod tests {
         }
     }
 
-    async fn backup_taken_over(noticed: bool) {
-        let node = Node::new().await;
+    async fn backup_taken_over(postgres: bool, noticed: bool) {
+        let node = Node::new(postgres).await;
         let (w1, w2) = (node.worker("w1"), node.worker("w2"));
         let body = json!({"backup": {"volume_id": node.volume, "name": "b"}});
         let b = node
@@ -1050,27 +1103,8 @@ mod tests {
         node.check_restores(&b.id).await;
     }
 
-    /// The campaign's failure: the run's renewal found the lease gone just as its
-    /// engine stored the manifest; it still marked the backup `available` and gave the
-    /// volume back while the run that had taken the job over was reading it.
-    #[tokio::test]
-    async fn lapsed_lease_run_marked_available_while_the_new_run_read_the_source() {
-        backup_taken_over(true).await;
-    }
-
-    /// The same takeover after the run's last look at its lease (it lapsed and was
-    /// claimed between that check and the status change): the catalog refuses the
-    /// change, since the job is no longer the run's.
-    #[tokio::test]
-    async fn run_whose_job_was_taken_after_its_last_lease_check_marked_available() {
-        backup_taken_over(false).await;
-    }
-
-    /// A restore run whose job was taken over must not end the restore: the statuses
-    /// stay until the run that holds the job ends it.
-    #[tokio::test]
-    async fn restore_run_whose_job_was_taken_over_ended_the_restore() {
-        let node = Node::new().await;
+    async fn restore_taken_over(postgres: bool) {
+        let node = Node::new(postgres).await;
         let (w0, w1, w2) = (node.worker("w0"), node.worker("w1"), node.worker("w2"));
         let body = json!({"backup": {"volume_id": node.volume}});
         let b = node
@@ -1105,5 +1139,45 @@ mod tests {
             node.statuses(&b.id).await,
             ("available".into(), "available".into())
         );
+    }
+
+    /// Each test on `SQLite` and on `PostgreSQL`.
+    macro_rules! on_both_catalogs {
+        ($($(#[$doc:meta])* $name:ident => $body:expr;)*) => {
+            $(
+                $(#[$doc])*
+                mod $name {
+                    use super::*;
+
+                    #[tokio::test]
+                    async fn sqlite() {
+                        let run: fn(bool) -> _ = $body;
+                        run(false).await;
+                    }
+
+                    #[tokio::test]
+                    async fn postgres() {
+                        let run: fn(bool) -> _ = $body;
+                        run(true).await;
+                    }
+                }
+            )*
+        };
+    }
+
+    on_both_catalogs! {
+        /// The campaign's failure: the run's renewal found the lease gone just as its
+        /// engine stored the manifest; it still marked the backup `available` and gave
+        /// the volume back while the run that had taken the job over was reading it.
+        lapsed_lease_run_marked_available_while_the_new_run_read_the_source =>
+            |pg| backup_taken_over(pg, true);
+        /// The same takeover after the run's last look at its lease (it lapsed and was
+        /// claimed between that check and the status change): the catalog refuses the
+        /// change, since the job is no longer the run's.
+        run_whose_job_was_taken_after_its_last_lease_check_marked_available =>
+            |pg| backup_taken_over(pg, false);
+        /// A restore run whose job was taken over must not end the restore: the
+        /// statuses stay until the run that holds the job ends it.
+        restore_run_whose_job_was_taken_over_ended_the_restore => restore_taken_over;
     }
 }
