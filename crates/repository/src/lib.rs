@@ -179,13 +179,7 @@ impl Store {
     pub fn local_with_faults(root: &Path, spec: &str) -> Result<Self, StoreError> {
         let faults = faults::Faults::new(faults::FaultSpec::parse(spec)?, 0, None);
         let (backend, location) = Self::local_backend(root)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                backend,
-                location,
-                faults: Some(faults),
-            }),
-        })
+        Ok(Self::with_faults(backend, location, Some(faults)))
     }
 
     /// A store in a local directory (created if missing).
@@ -238,13 +232,17 @@ impl Store {
     /// them (a malformed value is a configuration error).
     fn from_backend(backend: Backend, location: String) -> Result<Self, StoreError> {
         let faults = faults::Faults::from_env(&location)?;
-        Ok(Self {
+        Ok(Self::with_faults(backend, location, faults))
+    }
+
+    fn with_faults(backend: Backend, location: String, faults: Option<faults::Faults>) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 backend,
                 location,
                 faults,
             }),
-        })
+        }
     }
 
     /// Where this store is, safe to log: `file:///srv/vbs`,

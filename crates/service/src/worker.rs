@@ -1001,6 +1001,16 @@ mod tests {
             self.life.catalog()
         }
 
+        /// A backup of the volume, as `POST /backups` makes it (`creating`, its job
+        /// queued).
+        async fn create_backup(&self) -> BackupRecord {
+            let body = json!({"backup": {"volume_id": self.volume}});
+            self.life
+                .create(&self.ctx, Microversion::MIN, &body)
+                .await
+                .unwrap()
+        }
+
         /// Node `first` claims the only queued job, its lease lapses, and node `second`
         /// claims the job: both runs of it, as each worker sees its claim.
         async fn taken_over(&self, first: &str, second: &str) -> (Job, Job) {
@@ -1067,12 +1077,7 @@ mod tests {
     async fn backup_taken_over(postgres: bool, noticed: bool) {
         let node = Node::new(postgres).await;
         let (w1, w2) = (node.worker("w1"), node.worker("w2"));
-        let body = json!({"backup": {"volume_id": node.volume, "name": "b"}});
-        let b = node
-            .life
-            .create(&node.ctx, Microversion::MIN, &body)
-            .await
-            .unwrap();
+        let b = node.create_backup().await;
         let (stale, new) = node.taken_over("w1", "w2").await;
 
         // The stale run stores its whole backup, and then must change nothing: the
@@ -1106,12 +1111,7 @@ mod tests {
     async fn restore_taken_over(postgres: bool) {
         let node = Node::new(postgres).await;
         let (w0, w1, w2) = (node.worker("w0"), node.worker("w1"), node.worker("w2"));
-        let body = json!({"backup": {"volume_id": node.volume}});
-        let b = node
-            .life
-            .create(&node.ctx, Microversion::MIN, &body)
-            .await
-            .unwrap();
+        let b = node.create_backup().await;
         let job = node
             .catalog()
             .claim_job("w0", micros(LEASE))
